@@ -1,0 +1,96 @@
+"""One atomic writer for every file the project produces.
+
+Every checkpoint, HDF5 file, npz cache, JSON config and report goes through
+`atomic_path`: the payload is written to a temporary file in the destination
+folder, flushed and fsync'ed, then renamed over the destination. A process killed
+at any instant therefore leaves either the old file or the new one, never half a file.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename is only durable once the directory entry itself reaches the disk.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it to `path`.
+
+    On any exception the temporary file is removed and `path` is left untouched.
+    A full disk or a read-only folder raises an OSError naming `path`.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}; check that the folder "
+                      f"is writable and has free space") from err
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(folder)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, FileNotFoundError) or str(path) in str(err):
+            raise
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}; the previous "
+                      f"file (if any) is untouched. Free disk space or choose another folder") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+    """Call `write(tmp_path)` and atomically move the result to `path`."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` that never leaves a partial file at `path`."""
+    atomic_write_with(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
+    """`np.savez` (uncompressed) to exactly `path` (no '.npz' appended), atomically."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    atomic_write_with(path, write)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    atomic_write_with(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as indented, key-sorted JSON atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

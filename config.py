@@ -157,6 +157,9 @@ def _add_bookkeeping_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prdc_k", type=int, default=5, help="K of precision/recall/density/coverage")
     g.add_argument("--feature_net", type=str, default="inception_v3", choices=FEATURE_NETS,
                    help="Network for IS/FID/PRDC; efficientnet_lite0 is offline but NOT standard FID")
+    g.add_argument("--feature_res", type=int, default=0,
+                   help="Input size of the feature network; 0 = its own (299 for Inception). Lower is "
+                        "faster but non-standard; the moments/manifold files record it")
     g.add_argument("--inception_weights", type=str, default="",
                    help="Explicit weights file for the feature network (else the torch hub cache)")
     g.add_argument("--hashname", action="store_true", default=False,

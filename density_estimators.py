@@ -1,0 +1,211 @@
+"""Manifold-density scores for instance selection (larger = denser), behind one registry.
+
+Each scorer takes the embeddings of one pool (one class, or the whole unlabelled set)
+and returns one float64 score per row, for the same rows it was fitted on:
+
+- `gaussian`: log-likelihood under one full-covariance Gaussian (paper eq. 1), equal to
+  `sklearn.mixture.GaussianMixture(1, covariance_type='full', reg_covar=1e-5)
+  .fit(x).score_samples(x)` on float64 input.
+- `ppca`: probabilistic-PCA log-likelihood (paper eq. 2) with the fewest components that
+  explain 95 % of the variance, equal to `sklearn.decomposition.PCA(n_components=k,
+  svd_solver='full').fit(x).score_samples(x)`.
+- `nn_dist` / `knn`: minus the Euclidean distance to the k-th nearest *other* point (eq. 3).
+- `uniform`: seeded uniform random numbers (the paper's random-subset control).
+
+The likelihoods are closed-form in float64 from one eigendecomposition (or Cholesky) of
+whichever Gram matrix is smaller, d x d or N x N, so 1,300 x 2,048 ImageNet classes
+never factor a 2,048 x 2,048 matrix.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+GAUSSIAN_REG = 1e-5          # sklearn GaussianMixture's reg_covar used by the paper
+PPCA_VARIANCE = 0.95         # fraction of variance the PPCA components must explain
+KNN_MARGIN = 4               # extra float32 candidates re-ranked in float64
+KNN_BLOCK_BYTES = 256 << 20  # size of one (block x N) float32 distance matrix
+
+
+def _as_float64(x: np.ndarray | torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D array [N, D], got shape {tuple(x.shape)}")
+    x = x.to(device=device or x.device, dtype=torch.float64)
+    if not torch.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or inf; recompute them (check the embedding "
+                         "network and the input images)")
+    return x
+
+
+def _spectrum(xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (descending, >= 0) of xc^T xc and the projections of the rows of xc on them.
+
+    Uses the smaller Gram matrix: for N < d the eigenvectors U of xc xc^T give the
+    projections directly as U * sqrt(eigenvalue), without ever forming the d-dim axes.
+    """
+    n, d = xc.shape
+    if n >= d:
+        evals, vecs = torch.linalg.eigh(xc.T @ xc)
+        evals, vecs = evals.flip(0), vecs.flip(1)
+        proj = xc @ vecs
+    else:
+        evals, vecs = torch.linalg.eigh(xc @ xc.T)
+        evals, vecs = evals.flip(0), vecs.flip(1)
+        proj = vecs * evals.clamp(min=0).sqrt()
+    return evals.clamp(min=0), proj
+
+
+def gaussian_scores(x: np.ndarray | torch.Tensor, reg: float = GAUSSIAN_REG,
+                    device: torch.device | None = None) -> np.ndarray:
+    """Log-likelihood of each row under N(mean, cov/N-normalised + reg*I), in float64.
+
+    The covariance is normalised by N (as sklearn's GaussianMixture, not N-1).
+    """
+    x = _as_float64(x, device)
+    n, d = x.shape
+    xc = x - x.mean(0)
+    if n >= d:
+        # Cholesky of the d x d covariance: cheaper than an eigendecomposition.
+        cov = xc.T @ xc / n
+        cov.diagonal().add_(reg)
+        chol = torch.linalg.cholesky(cov)
+        white = torch.linalg.solve_triangular(chol, xc.T, upper=False)
+        maha = white.square().sum(0)
+        logdet = 2.0 * chol.diagonal().log().sum()
+    else:
+        # N < d, Woodbury on the N x N Gram G = xc xc^T with c = N*reg and M = G + c*I:
+        # row j's Mahalanobis term is N * (1 - c * inv(M)_jj) and
+        # log|cov| = d*log(reg) + log|M| - N*log(c). One N x N Cholesky, no d x d matrix.
+        c = n * reg
+        gram = xc @ xc.T
+        gram.diagonal().add_(c)
+        chol = torch.linalg.cholesky(gram)
+        eye = torch.eye(n, dtype=chol.dtype, device=chol.device)
+        inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
+        maha = n * (1.0 - c * inv_chol.square().sum(0))
+        logdet = d * math.log(reg) + 2.0 * chol.diagonal().log().sum() - n * math.log(c)
+    scores = -0.5 * (d * math.log(2 * math.pi) + logdet + maha)
+    return scores.cpu().numpy()
+
+
+def ppca_n_components(explained_variance: np.ndarray, fraction: float = PPCA_VARIANCE) -> int:
+    """Fewest components whose cumulated explained-variance ratio exceeds `fraction`
+
+    (the rule of sklearn's PCA(n_components=<float>)).
+    """
+    ratio_cumsum = np.cumsum(explained_variance / explained_variance.sum())
+    return int(np.searchsorted(ratio_cumsum, fraction, side="right")) + 1
+
+
+def ppca_scores(x: np.ndarray | torch.Tensor, fraction: float = PPCA_VARIANCE,
+                device: torch.device | None = None) -> np.ndarray:
+    """PPCA log-likelihood of each row (Tipping & Bishop), in float64.
+
+    Follows sklearn's PCA: explained variances s^2/(N-1), the noise variance is the mean
+    of the discarded ones among the min(N, d) available, and a kept component whose
+    variance does not exceed the noise variance counts as noise (sklearn clips it).
+    Pools of fewer than 3 rows have no spread to model and score 0 (all tied).
+    """
+    x = _as_float64(x, device)
+    n, d = x.shape
+    if n < 3:
+        return np.zeros(n)
+    xc = x - x.mean(0)
+    evals, proj = _spectrum(xc)
+    var = evals / (n - 1)
+    var_np = var.cpu().numpy()
+    if var_np.sum() <= 0:
+        return np.zeros(n)  # every row identical: nothing to rank
+    rank = min(n, d)
+    k = min(ppca_n_components(var_np, fraction), rank)
+    noise = float(var_np[k:rank].mean()) if k < rank else 0.0
+    if noise <= 0.0:
+        # Degenerate data (exact rank <= k): sklearn would invert a singular matrix here;
+        # a floor keeps the scores finite and the ranking by distance to the subspace.
+        noise = 1e-12 * float(var_np[0])
+    lam = var[:k].clamp(min=noise)
+    proj_sq = proj.square()
+    maha = (proj_sq[:, :k] / lam).sum(1) + proj_sq[:, k:].sum(1) / noise
+    logdet = lam.log().sum() + (d - k) * math.log(noise)
+    scores = -0.5 * (d * math.log(2 * math.pi) + logdet + maha)
+    return scores.cpu().numpy()
+
+
+def knn_scores(x: np.ndarray | torch.Tensor, k: int = 5, device: torch.device | None = None,
+               block_bytes: int = KNN_BLOCK_BYTES) -> np.ndarray:
+    """Minus the Euclidean distance from each row to its k-th nearest other row.
+
+    Candidates come from float32 squared distances computed block x N at a time (memory
+    O(block x N), never N x N); the k + KNN_MARGIN nearest are then re-measured exactly in
+    float64, so the returned distances match an exact float64 k-NN. Self-matches are
+    excluded by index, so a duplicate image counts as a neighbour at distance 0.
+    Pools with k or fewer rows use k = N - 1 (a single row scores 0).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1 for nn_dist (got {k}); set --nn_k to a positive integer")
+    source = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+    if source.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D array [N, D], got shape {tuple(source.shape)}")
+    source = source.to(device or source.device)
+    n = source.shape[0]
+    k = min(k, n - 1)
+    if k < 1:
+        return np.zeros(n)
+    if not torch.isfinite(source).all():
+        raise ValueError("embeddings contain NaN or inf; recompute them (check the embedding "
+                         "network and the input images)")
+    # Centring keeps the |a|^2 + |b|^2 - 2ab float32 expansion from cancelling badly.
+    search = source.float()
+    search = search - search.mean(0)
+    sq = search.square().sum(1)
+    m = min(k + KNN_MARGIN, n - 1)
+    block = max(1, min(n, block_bytes // (4 * n)))
+    out = torch.empty(n, dtype=torch.float64, device=source.device)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        rows = torch.arange(stop - start, device=source.device)
+        dist = torch.addmm(sq[None, :], search[start:stop], search.T, beta=1, alpha=-2)
+        dist.add_(sq[start:stop, None])
+        dist[rows, rows + start] = float("inf")
+        cand = dist.topk(m, dim=1, largest=False).indices
+        del dist
+        diff = source[start:stop, None, :].double() - source[cand].double()
+        exact = diff.square().sum(2).sqrt().sort(dim=1).values
+        out[start:stop] = exact[:, k - 1]
+    return (-out).cpu().numpy()
+
+
+def uniform_scores(n: int, seed: int = 0, pool: int = 0) -> np.ndarray:
+    """Seeded uniform random scores: ranking by them keeps a uniform random subset.
+
+    `pool` (the class position) gives each class its own stream for the same seed.
+    """
+    return np.random.default_rng([int(seed), int(pool)]).random(n)
+
+
+# Every scorer called as fn(embeddings, k=..., seed=..., pool=..., device=...).
+DENSITY_MEASURES: dict[str, Callable[..., np.ndarray]] = {
+    "gaussian": lambda x, k, seed, pool, device: gaussian_scores(x, device=device),
+    "ppca": lambda x, k, seed, pool, device: ppca_scores(x, device=device),
+    "nn_dist": lambda x, k, seed, pool, device: knn_scores(x, k=k, device=device),
+    "knn": lambda x, k, seed, pool, device: knn_scores(x, k=k, device=device),
+    "uniform": lambda x, k, seed, pool, device: uniform_scores(len(x), seed=seed, pool=pool),
+}
+
+
+def check_measure(name: str) -> str:
+    """Return `name` if it is a registered density measure, else raise a ValueError listing them."""
+    if name not in DENSITY_MEASURES:
+        raise ValueError(f"unknown density measure {name!r}; choose one of "
+                         f"{', '.join(sorted(DENSITY_MEASURES))} (--density_measure)")
+    return name
+
+
+def score_embeddings(x: np.ndarray | torch.Tensor, measure: str, k: int = 5, seed: int = 0,
+                     pool: int = 0, device: torch.device | None = None) -> np.ndarray:
+    """Density scores (float64, larger = denser) of the rows of `x` under `measure`."""
+    return DENSITY_MEASURES[check_measure(measure)](x, k=k, seed=seed, pool=pool, device=device)

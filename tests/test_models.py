@@ -1,0 +1,345 @@
+"""Tests of layers.py, BigGAN.py, BigGANdeep.py and sync_batchnorm (tiny models, CPU)."""
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import BigGAN
+import BigGANdeep
+import layers
+import sync_batchnorm
+
+REF = Path('/work/shared/reference/biggan_pytorch_state_dicts.json')
+FAMILIES = {'BigGAN': BigGAN, 'BigGANdeep': BigGANdeep}
+
+
+def _reference() -> dict:
+    if not REF.exists():
+        pytest.skip(f"reference state-dict facts not found at {REF}")
+    return json.loads(REF.read_text())
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(module, resolution=32, ch=4, attn='0', n_classes=3, **kw):
+    """A tiny (G, D) pair of the given family."""
+    torch.manual_seed(0)
+    g_kw = dict(G_ch=ch, resolution=resolution, G_attn=attn, n_classes=n_classes,
+                G_shared=True, shared_dim=8, dim_z=12, hier=True)
+    d_kw = dict(D_ch=ch, resolution=resolution, D_attn=attn, n_classes=n_classes)
+    g_kw.update({k: v for k, v in kw.items() if not k.startswith('D_')})
+    d_kw.update({k: v for k, v in kw.items() if k.startswith('D_') or k == 'skip_init'})
+    return module.Generator(**g_kw), module.Discriminator(**d_kw)
+
+
+def sample(G, n=2, n_classes=3):
+    z = torch.randn(n, G.dim_z)
+    y = torch.arange(n) % n_classes
+    return z, y
+
+
+# ----------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize('family,resolution', [
+    ('BigGAN', 32), ('BigGAN', 64), ('BigGAN', 128), ('BigGAN', 256), ('BigGAN', 512),
+    ('BigGANdeep', 32), ('BigGANdeep', 64), ('BigGANdeep', 128), ('BigGANdeep', 256)])
+def test_output_shapes(family, resolution):
+    ch = 1 if resolution == 512 else 4
+    G, D = tiny(FAMILIES[family], resolution, ch=ch, skip_init=True)
+    z, y = sample(G)
+    with torch.no_grad():
+        img = G(z, G.shared(y))
+        assert img.shape == (2, 3, resolution, resolution)
+        assert img.abs().max() <= 1
+        out, h = D(img, y, return_features=True)
+    assert out.shape == (2, 1) and h.shape == (2, D.arch['out_channels'][-1])
+
+
+def test_deep_generator_512_and_unsupported_resolutions():
+    G = BigGANdeep.Generator(G_ch=4, resolution=512, G_attn='0', n_classes=2, skip_init=True)
+    assert G.arch['resolution'][-1] == 512
+    with pytest.raises(ValueError, match=r'supported: \[32, 64, 128, 256\]'):
+        BigGANdeep.Discriminator(D_ch=4, resolution=512, D_attn='0')
+    with pytest.raises(ValueError, match=r'supported: \[32, 64, 128, 256, 512\]'):
+        BigGAN.Generator(G_ch=4, resolution=96)
+    with pytest.raises(ValueError, match='resolution 48'):
+        BigGAN.Discriminator(D_ch=4, resolution=48)
+
+
+# ----------------------------------------------------------------------------- layers
+@pytest.mark.parametrize('shape', [(24, 40), (16, 8, 3, 3)])
+def test_spectral_norm_converges_to_top_singular_values(shape):
+    torch.manual_seed(0)
+    if len(shape) == 2:
+        layer = layers.SNLinear(shape[1], shape[0], num_svs=2, num_itrs=1)
+        x = torch.randn(2, shape[1])
+    else:
+        layer = layers.SNConv2d(shape[1], shape[0], 3, padding=1, num_svs=2)
+        x = torch.randn(2, shape[1], 5, 5)
+    W = layer.weight.detach().reshape(shape[0], -1)
+    true = torch.linalg.svdvals(W)
+    with torch.no_grad():
+        for _ in range(300):
+            layer(x)
+    assert torch.allclose(layer.sv0, torch.linalg.matrix_norm(W, 2).reshape(1), rtol=1e-4)
+    assert torch.allclose(layer.sv1, true[1].reshape(1), rtol=1e-3)
+    # The normalised weight has spectral norm 1; eval mode leaves u untouched.
+    assert torch.linalg.matrix_norm(layer.W_().detach().reshape(shape[0], -1), 2) == \
+        pytest.approx(1.0, rel=1e-4)
+    layer.eval()
+    u = layer.u0.clone()
+    layer(x)
+    assert torch.equal(u, layer.u0)
+
+
+def test_conditional_bn_depends_on_class():
+    torch.manual_seed(0)
+    for which in (nn.Embedding, functools.partial(layers.SNLinear, bias=False)):
+        bn = layers.ccbn(6, 5 if which is nn.Embedding else 7, which)
+        x = torch.randn(1, 6, 3, 3).expand(4, -1, -1, -1)  # one image, four conditions
+        y = torch.tensor([0, 1, 2, 3]) if which is nn.Embedding else torch.randn(4, 7)
+        bn.eval()
+        out = bn(x, y)
+        assert not torch.allclose(out[0], out[1])
+    G, _ = tiny(BigGAN, skip_init=False)
+    G.eval()
+    z = torch.randn(1, G.dim_z).expand(2, -1)
+    with torch.no_grad():
+        img = G(z, G.shared(torch.tensor([0, 1])))
+    assert not torch.allclose(img[0], img[1])
+
+
+def test_attention_starts_as_identity():
+    torch.manual_seed(0)
+    attn = layers.Attention(16)
+    x = torch.randn(2, 16, 8, 8)
+    assert attn.gamma.item() == 0
+    assert torch.equal(attn(x), x)
+    G, D = tiny(BigGAN, 64, ch=8, attn='32')
+    gammas = [m.gamma for m in list(G.modules()) + list(D.modules())
+              if isinstance(m, layers.Attention)]
+    assert len(gammas) == 2 and all(g.item() == 0 for g in gammas)
+
+
+def test_fused_resampling_matches_two_step_form():
+    torch.manual_seed(0)
+    conv = layers.SNConv2d(6, 5, 3, padding=1)
+    conv.eval()  # the same normalised weight on both paths
+    x = torch.randn(2, 6, 8, 8, requires_grad=True)
+    W = conv.W_()
+    pairs = [(layers.upsample2x_conv(conv, x), F.conv2d(F.interpolate(x, scale_factor=2), W,
+                                                         conv.bias, 1, 1)),
+             (layers.conv_avgpool2(conv, x), F.avg_pool2d(F.conv2d(x, W, conv.bias, 1, 1), 2))]
+    for fast, ref in pairs:
+        assert fast.shape == ref.shape
+        assert torch.allclose(fast, ref, atol=1e-5)
+        g_fast = torch.autograd.grad(fast.square().sum(), [x, conv.weight], retain_graph=True)
+        g_ref = torch.autograd.grad(ref.square().sum(), [x, conv.weight], retain_graph=True)
+        for a, b in zip(g_fast, g_ref):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('family', ['BigGAN', 'BigGANdeep'])
+def test_whole_models_match_two_step_form(family):
+    G, D = tiny(FAMILIES[family], 64, ch=8, attn='32')
+    G2, D2 = tiny(FAMILIES[family], 64, ch=8, attn='32')
+    layers.unfuse_resampling(G2), layers.unfuse_resampling(D2)
+    assert G2.blocks[0][0].upsample is not layers.upsample2x
+    for m in (G, D, G2, D2):
+        m.eval()
+    z, y = sample(G, 3)
+    with torch.no_grad():
+        img, img2 = G(z, G.shared(y)), G2(z, G2.shared(y))
+        assert torch.allclose(img, img2, atol=1e-5)
+        assert torch.allclose(D(img, y), D2(img, y), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- whole models
+@pytest.mark.parametrize('family', ['BigGAN', 'BigGANdeep'])
+def test_gradients_reach_every_parameter(family):
+    G, D = tiny(FAMILIES[family], 64, ch=8, attn='32')
+    with torch.no_grad():  # gamma = 0 would block the attention convs' gradients
+        for m in list(G.modules()) + list(D.modules()):
+            if isinstance(m, layers.Attention):
+                m.gamma.fill_(0.5)
+    z, y = sample(G, 4)
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    D_fake, D_real = BigGAN.G_D(G, D)(z, y, x, y, train_G=True)
+    (D_fake.square().mean() + D_real.mean()).backward()
+    for model in (G, D):
+        for name, p in model.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_state_dicts_match_reference_keys_shapes_and_order():
+    for ref in _reference()['configs']:
+        module = FAMILIES[ref['model']]
+        config = dict(ref['config'], resolution=ref['resolution'], skip_init=True)
+        with torch.device('meta'):
+            G = module.Generator(**BigGAN.model_kwargs(module.Generator, config))
+            D = module.Discriminator(**BigGAN.model_kwargs(module.Discriminator, config))
+        for model, key in ((G, 'G'), (D, 'D')):
+            got = [[k, list(v.shape)] for k, v in model.state_dict().items()]
+            assert got == ref[key], (ref['model'], ref['resolution'], key)
+            assert sum(p.numel() for p in model.parameters()) == ref[f'{key}_params']
+
+
+@pytest.mark.parametrize('family,res,ch,attn,dim_z,depth,n_g,n_d', [
+    ('BigGAN', 128, 96, '64', 120, 1, 70_433_988, 87_982_370),
+    ('BigGAN', 128, 64, '64', 120, 1, 31_978_628, 39_448_258),
+    ('BigGAN', 256, 64, '64', 120, 1, 37_240_580, 44_445_890),
+    ('BigGAN', 64, 32, '32', 120, 1, 8_553_092, 5_401_186),
+    ('BigGANdeep', 128, 128, '64', 128, 2, 50_244_484, 34_590_210)])
+def test_parameter_counts_of_the_issue(family, res, ch, attn, dim_z, depth, n_g, n_d):
+    config = dict(model=family, resolution=res, G_ch=ch, D_ch=ch, G_attn=attn, D_attn=attn,
+                  hier=True, G_shared=True, shared_dim=128, dim_z=dim_z, n_classes=1000,
+                  G_depth=depth, D_depth=depth, skip_init=True)
+    with torch.device('meta'):
+        G, D = BigGAN.build_models(config)
+    assert sum(p.numel() for p in G.parameters()) == n_g
+    assert sum(p.numel() for p in D.parameters()) == n_d
+
+
+@pytest.mark.parametrize('family', ['BigGAN', 'BigGANdeep'])
+def test_state_dict_round_trip_gives_identical_outputs(family, tmp_path):
+    G, D = tiny(FAMILIES[family], 32, ch=4)
+    z, y = sample(G, 4)
+    G(z, G.shared(y))  # move BN stats and u away from their initial values
+    torch.save({'G': G.state_dict(), 'D': D.state_dict()}, tmp_path / 'ckpt.pth')
+    state = torch.load(tmp_path / 'ckpt.pth', weights_only=True)
+    G2, D2 = tiny(FAMILIES[family], 32, ch=4, skip_init=True)
+    G2.load_state_dict(state['G'], strict=True)
+    D2.load_state_dict(state['D'], strict=True)
+    for train in (False, True):
+        for m in (G, D, G2, D2):
+            m.train(train)
+        with torch.no_grad():
+            img, img2 = G(z, G.shared(y)), G2(z, G2.shared(y))
+            assert torch.equal(img, img2)
+            assert torch.equal(D(img, y), D2(img, y))
+
+
+def test_unconditional_single_class_and_features():
+    G, D = tiny(BigGAN, 32, n_classes=1, G_shared=False, hier=False)
+    z = torch.randn(3, G.dim_z)
+    y = torch.zeros(3, dtype=torch.long)
+    img = G(z, G.shared(y))
+    D.eval()
+    out, h = D(img, y, return_features=True)
+    assert torch.equal(h, D.features(img))
+    assert torch.allclose(out, D.linear(h) + (D.embed(y) * h).sum(1, keepdim=True))
+    assert torch.allclose(D(img), D.linear(h))  # y=None: no projection term
+
+
+def test_G_D_concatenated_and_split_agree():
+    G, D = tiny(BigGAN, 32)
+    G.eval(), D.eval()
+    GD = BigGAN.G_D(G, D)
+    z, y = sample(G, 3)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    dy = torch.tensor([0, 2])
+    fake, real = GD(z, y, x, dy)
+    fake_s, real_s = GD(z, y, x, dy, split_D=True)
+    assert fake.shape == (3, 1) and real.shape == (2, 1)
+    assert torch.allclose(fake, fake_s, atol=1e-5) and torch.allclose(real, real_s, atol=1e-5)
+    out, G_z = GD(z, y, return_G_z=True)
+    assert G_z.shape == (3, 3, 32, 32) and not G_z.requires_grad
+    assert GD(z, y, train_G=True).requires_grad
+
+
+# ----------------------------------------------------------------------------- config glue
+def test_constructor_errors():
+    with pytest.raises(TypeError):
+        BigGAN.Generator(G_ch=4, resolution=32, not_a_flag=1)
+    with pytest.raises(ValueError, match='SVD'):
+        BigGAN.Generator(G_ch=4, resolution=32, G_param='SVD')
+    with pytest.raises(ValueError, match=r"valid: \['SN', 'none'\]"):
+        BigGAN.Discriminator(D_ch=4, resolution=32, D_param='spectral')
+    with pytest.raises(ValueError, match='--G_init'):
+        BigGAN.Generator(G_ch=4, resolution=32, G_init='kaiming')
+    with pytest.raises(ValueError, match='--hier needs --G_shared'):
+        BigGAN.Generator(G_ch=4, resolution=32, G_shared=False, hier=True)
+    with pytest.raises(ValueError, match='--G_nl'):
+        BigGAN.Generator(G_ch=4, resolution=32, G_activation='gelu')
+    with pytest.raises(ValueError, match="valid: \\['BigGAN', 'BigGANdeep'\\]"):
+        BigGAN.build_models({'model': 'StyleGAN'})
+
+
+def test_model_kwargs_and_build_models_from_a_full_config():
+    config = dict(model='BigGANdeep', resolution=32, G_ch=4, D_ch=4, G_attn='0', D_attn='0',
+                  n_classes=5, G_shared=True, hier=True, shared_dim=0, dim_z=16, G_depth=1,
+                  D_depth=1, G_nl='inplace_relu', D_nl='relu', G_lr=1e-4, D_lr=4e-4,
+                  G_B1=0.0, D_B1=0.0, G_B2=0.99, D_B2=0.999, adam_eps=1e-6, BN_eps=1e-5,
+                  SN_eps=1e-8, num_G_SVs=1, num_D_SVs=1, num_G_SV_itrs=1, num_D_SV_itrs=1,
+                  G_init='N02', D_init='xavier', skip_init=False, G_param='SN', D_param='none',
+                  cross_replica=False, mybn=False, norm_style='bn', G_fp16=False, D_fp16=False,
+                  G_mixed_precision=False, D_mixed_precision=False, D_wide=True,
+                  dataset='C10', batch_size=64, num_epochs=1, retention_ratio=50.0)
+    kw = BigGAN.model_kwargs(BigGANdeep, config)
+    assert 'D_lr' not in kw['G'] and 'batch_size' not in kw['D']
+    assert kw['G']['G_activation'] == 'inplace_relu'
+    G, D = BigGAN.build_models(config)
+    assert isinstance(G, BigGANdeep.Generator) and isinstance(D, BigGANdeep.Discriminator)
+    assert (G.lr, G.B2, G.adam_eps, D.lr) == (1e-4, 0.99, 1e-6, 4e-4)
+    assert not isinstance(D.linear, layers.SN) and isinstance(G.linear, layers.SN)
+    assert not hasattr(G, 'optim') and not hasattr(D, 'optim')
+    with pytest.raises(ValueError, match='resolution'):
+        BigGAN.model_kwargs(BigGAN.Generator, dict(config, resolution=0))
+
+
+def test_speed_flags_are_noops_with_warning_on_cpu():
+    G, _ = tiny(BigGAN, 32)
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    cfg = {'amp': 'bf16', 'channels_last': True, 'compile': True}
+    with pytest.warns(UserWarning):
+        assert BigGAN.apply_speed_flags(G, cfg, 'cpu') is G
+    with pytest.warns(UserWarning, match='--amp'):
+        ctx = BigGAN.autocast_context(cfg, torch.device('cpu'))
+    with ctx:
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    with pytest.raises(ValueError, match='--amp'):
+        BigGAN.autocast_context({'amp': 'fp8'}, 'cpu')
+
+
+def test_cross_replica_and_mybn():
+    G, _ = tiny(BigGAN, 32, cross_replica=True)
+    keys = list(G.state_dict())
+    assert 'blocks.0.0.bn1.bn.running_mean' in keys and 'blocks.0.0.bn1.stored_mean' not in keys
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in G.modules())
+    with pytest.warns(UserWarning, match='per process'):
+        assert sync_batchnorm.count_sync_bn(sync_batchnorm.convert_model(G)) == 0
+    converted = sync_batchnorm.convert_model(G, device='cuda')
+    assert sync_batchnorm.count_sync_bn(converted) == n_bn > 0
+    assert list(converted.state_dict()) == keys
+    z, y = sample(converted, 4)
+    assert converted(z, converted.shared(y)).shape == (4, 3, 32, 32)  # no process group: plain BN
+    plain, _ = tiny(BigGAN, 32)
+    with pytest.warns(UserWarning, match='cross_replica=True'):
+        sync_batchnorm.convert_model(plain, device='cuda')
+    Gm, _ = tiny(BigGAN, 32, mybn=True)
+    assert 'blocks.0.0.bn1.bn.accumulation_counter' in Gm.state_dict()
+    Gm(z, Gm.shared(y))
+    Gm.eval()
+    assert torch.isfinite(Gm(z, Gm.shared(y))).all()
+
+
+def test_attention_resolution_the_model_lacks_is_warned():
+    with pytest.warns(UserWarning, match='no block at resolution'):
+        BigGAN.Generator(G_ch=4, resolution=32, G_attn='64', n_classes=2, skip_init=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        BigGAN.Generator(G_ch=4, resolution=32, G_attn='0', n_classes=2, skip_init=True)

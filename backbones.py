@@ -109,9 +109,9 @@ def _read_state_dict(path: Path) -> dict:
     """Load a checkpoint's tensors (unpickling nothing but tensors and containers)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated download or a non-checkpoint file
-        raise ValueError(f"cannot read weights file {path} ({err}); delete it and download "
-                         f"it again") from err
+    except Exception as err:  # a truncated download, a non-checkpoint file or a refused pickle
+        raise ValueError(f"cannot read weights file {path} ({type(err).__name__}: not a plain "
+                         f"tensor checkpoint); delete it and download it again") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # places365 / swav checkpoints wrap the weights
     # Weights saved from DataParallel/DDP models carry a 'module.' prefix.

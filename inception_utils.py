@@ -19,6 +19,7 @@ Numerics (why they can be trusted):
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -277,15 +278,24 @@ def save_moments(path: str | Path, moments: dict, net: backbones.FeatureNet, dat
                               **_meta_arrays(net.metadata()))
 
 
+def _read_npz(path: Path, net: backbones.FeatureNet, script: str) -> dict[str, np.ndarray]:
+    """Every array of a reference file, after checking its record; a damaged file is a clear error."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            _check_meta(path, data, net.metadata(), script)
+            return {k: data[k] for k in data.files}
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is damaged or not an npz file ({type(err).__name__}); delete it "
+                         f"and re-run {script}") from err
+
+
 def load_moments(path: str | Path, net: backbones.FeatureNet) -> dict[str, np.ndarray]:
     """mu/sigma (and the real IS) from `path`, refused if made with another network."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FID moments {path} not found; run calculate_inception_moments.py "
                                 f"--dataset ... --feature_net {net.name} first, or pass --no_fid")
-    with np.load(path, allow_pickle=False) as data:
-        _check_meta(path, data, net.metadata(), "calculate_inception_moments.py")
-        return {k: data[k] for k in data.files}
+    return _read_npz(path, net, "calculate_inception_moments.py")
 
 
 def manifold_indices(n: int, num_images: int, seed: int) -> np.ndarray:
@@ -310,9 +320,7 @@ def load_manifold(path: str | Path, net: backbones.FeatureNet) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"PRDC manifold {path} not found; run prepare_manifold.py "
                                 f"--dataset ... --feature_net {net.name} first, or pass --no_prdc")
-    with np.load(path, allow_pickle=False) as data:
-        _check_meta(path, data, net.metadata(), "prepare_manifold.py")
-        return data["features"]
+    return _read_npz(path, net, "prepare_manifold.py")["features"]
 
 
 # --------------------------------------------------------------------------- training hook

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,11 @@ SELECTION_VERSION = 1
 
 def check_retention_ratio(retention_ratio: float) -> float:
     """Return the ratio as a float if it lies in (0, 100], else raise a ValueError."""
-    rr = float(retention_ratio)
+    try:
+        rr = float(retention_ratio)
+    except (TypeError, ValueError):
+        raise ValueError(f"retention_ratio must be a number in (0, 100] (percent of each class "
+                         f"kept), got {retention_ratio!r}; e.g. retention_ratio=50") from None
     if not 0.0 < rr <= 100.0:  # also rejects NaN
         raise ValueError(f"retention_ratio must be in (0, 100] (percent of each class kept), got "
                          f"{retention_ratio}; e.g. --retention_ratio 50")
@@ -188,7 +193,7 @@ def _read_cache(path: Path, meta: dict[str, Any], keys: tuple[str, ...]) -> dict
                 distributed.print0(f"{path} was made for different {', '.join(changed)}; recomputing")
                 return None
             return {key: z[key] for key in keys}
-    except (ValueError, KeyError, OSError, json.JSONDecodeError) as err:
+    except (ValueError, KeyError, OSError, json.JSONDecodeError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path} is not an instance-selection cache written by this code ({err}); "
                          f"delete it or choose another path") from err
 

@@ -18,6 +18,12 @@ import numpy as np
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     # The rename is only durable once the directory entry itself reaches the disk.
     try:
@@ -54,13 +60,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; give the result the permissions open() would have.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
         _fsync_dir(folder)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if isinstance(err, FileNotFoundError) or str(path) in str(err):
+        if isinstance(err, FileNotFoundError):
             raise
-        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}; the previous "
+        reason = os.strerror(err.errno) if err.errno else str(err).splitlines()[0]
+        raise OSError(err.errno, f"cannot write {path}: {reason}; the previous "
                       f"file (if any) is untouched. Free disk space or choose another folder") from err
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -33,13 +33,13 @@ def fail(message: str) -> NoReturn:
 
 
 def run_cli(main, argv: list[str] | None = None) -> None:
-    """Run `main(argv)`, turning UserError/ValueError/FileNotFoundError into a one-line exit 2.
+    """Run `main(argv)`, turning UserError/ValueError/OSError into a one-line exit 2.
 
     Bugs (any other exception) keep their traceback.
     """
     try:
         main(argv)
-    except (UserError, ValueError, FileNotFoundError, PermissionError) as err:
+    except (UserError, ValueError, OSError) as err:  # OSError: full disk, unwritable folder, ...
         fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     except KeyboardInterrupt:
         fail("interrupted")
@@ -68,7 +68,11 @@ def prepare_root(config: dict[str, Any]) -> None:
     for key in ("weights_root", "logs_root", "samples_root"):
         if config.get("base_root"):
             config[key] = os.path.join(config["base_root"], config[key])
-        os.makedirs(config[key], exist_ok=True)
+        try:
+            os.makedirs(config[key], exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create --{key} {config[key]} ({os.strerror(err.errno)}); point "
+                            f"--base_root or --{key} at a writable folder") from None
     if config.get("base_root") and not os.path.isabs(config["data_root"]):
         config["data_root"] = os.path.join(config["base_root"], config["data_root"])
 

@@ -1,0 +1,481 @@
+"""A grid of training runs ("cells") that differ only in instance selection, each scored
+against the FULL training data: the paper's Table 1 and Figure 3, and the quickstart.
+
+    python experiment_grid.py --grid table1 --output_dir results/table1 --jobs 2 \
+        --dataset FMNIST32_hdf5 --data_root results/table1/data --prepare --max_images 5000 \
+        --G_ch 16 --D_ch 16 --batch_size 32 --num_iters 600 --embedding efficientnet_lite0 ...
+
+Every flag that is not a grid flag below is a train.py flag shared by all cells (same seed,
+architecture and iteration budget, --num_iters required); each cell adds its own
+--retention_ratio/--density_measure (and --embedding for e.g. the random-init row) and
+its --experiment_name and roots under --output_dir. Cell names: `none` (all data) or
+`MEASURE_RATIO[_EMBEDDING]`, e.g. `gaussian_50`, `uniform_50`,
+`gaussian_50_random_inceptionv3`. For each cell:
+  1. a finished cell (`cells/<cell>.json`, status done, same flags) is read, not retrained;
+  2. otherwise train.py runs, with --resume when the cell has checkpoints (an interrupted
+     cell continues where its last checkpoint left it; a finished one is not retrained);
+  3. sample.py --sample_inception_metrics scores it against the original data's moments
+     and manifold and draws a class sheet.
+Outputs in --output_dir (written by grid_report.py): `summary.md` (the table in the paper's
+column order, settings, directions vs the no-selection row), `results.json`, `samples.png`
+(sheets side by side), `curves/`, `summary.png`, `selection/<cell>/` (selection reports) and,
+for --grid figure3, `ratio_sweep.png` (the six metrics against the retention ratio).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import utils
+from config import DENSITY_MEASURES, EMBEDDINGS
+from grid_report import METRICS, write_outputs
+from io_utils import atomic_write_json
+
+REPO = Path(__file__).resolve().parent
+GRIDS = {
+    "quickstart": ["none", "gaussian_50"],
+    "table1": ["none", "uniform_50", "gaussian_50", "ppca_50", "nn_dist_50",
+               "gaussian_50_random_inceptionv3"],
+    "figure3": [f"gaussian_{r}" for r in range(10, 100, 10)] + ["none"],
+}
+MEASURE_LABELS = {"gaussian": "Gaussian", "ppca": "PPCA", "nn_dist": "KNN Dist", "knn": "KNN Dist",
+                  "uniform": "Uniform"}
+EMBEDDING_LABELS = {  # (architecture, pretraining) as the paper's Table 1 writes them
+    "inceptionv3": ("Inceptionv3", "ImageNet"), "random_inceptionv3": ("Inceptionv3", "Random init"),
+    "resnet50": ("ResNet-50", "ImageNet"), "places365": ("ResNet-50", "Places365"),
+    "swav": ("ResNet-50", "SwAV"), "resnextwsl": ("ResNeXt-101", "Instagram 1B"),
+    "efficientnet_lite0": ("EfficientNet-Lite0", "ImageNet")}
+# Shared train.py flags by preset and grid; the command line's flags come after them and win.
+PRESETS = {
+    # A CPU-sized BigGAN on Fashion-MNIST at 32 px, scored with the offline efficientnet_lite0.
+    "fmnist32_cpu": ("--dataset FMNIST32_hdf5 --load_in_mem --shuffle --num_workers 0 --G_ch 16 --D_ch 16 "
+                     "--G_attn 0 --D_attn 0 --G_shared --shared_dim 32 --hier --dim_z 64 --batch_size 32 "
+                     "--num_D_steps 1 --G_lr 1e-4 --D_lr 4e-4 --save_every 100 --test_every 1000000000 "
+                     "--log_every 10 --pbar none --embedding efficientnet_lite0 --embedding_res 64 "
+                     "--feature_net efficientnet_lite0 --feature_res 64 --num_inception_images 1000 "
+                     "--num_pr_images 1000",
+                     {"quickstart": 400, "table1": 600, "figure3": 400}),
+    # The paper's section 4.3/4.4 SAGAN on 64x64 ImageNet (launch_SAGAN_res64_ch32_bs128_dstep_1_rr40.sh).
+    "imagenet64": ("--dataset I64_hdf5 --shuffle --num_workers 8 --batch_size 128 --num_D_steps 1 "
+                   "--G_lr 1e-4 --D_lr 4e-4 --G_attn 32 --D_attn 32 --G_init xavier --D_init xavier "
+                   "--G_eval_mode --G_ch 32 --D_ch 32 --ema --use_ema --ema_start 2000 --save_every 1000 "
+                   "--test_every 1000000000 --embedding inceptionv3 --feature_net inception_v3 "
+                   "--num_inception_images 50000 --num_pr_images 10000",
+                   {"quickstart": 200000, "table1": 200000, "figure3": 500000}),
+}
+# Flags the grid sets per cell; typing them would make the cells differ in more than selection.
+GRID_OWNED = ("retention_ratio", "density_measure", "experiment_name", "weights_root", "logs_root",
+              "samples_root", "base_root", "resume", "load_weights", "config_from_name", "hashname")
+# How a run is executed, not what it computes: left out of the signatures.
+RUNTIME_KEYS = ("device", "num_workers", "pin_memory", "pbar", "parallel", "tensorboard", "load_in_mem",
+                "channels_last", "compile", "selection_batch_size", "selection_cache_dir", "log_every",
+                "sv_log_interval")
+# What only the evaluation depends on: changing them re-scores a cell without retraining it.
+EVAL_KEYS = ("feature_net", "feature_res", "inception_weights", "num_inception_images", "num_pr_images", "prdc_k",
+             "no_fid", "no_prdc", "use_ema", "G_eval_mode", "accumulate_stats", "num_standing_accumulations")
+EVAL_PASS = EVAL_KEYS + ("data_root", "device", "num_workers", "seed", "pbar", "batch_size", "G_batch_size")
+SELECTION_PASS = ("dataset", "data_root", "resolution", "embedding", "embedding_res", "embedding_weights",
+                  "selection_batch_size", "selection_cache_dir", "nn_k", "selection_seed", "device",
+                  "num_workers", "load_in_mem")
+INCEPTION_MIN_RES = 75  # torchvision's Inception-v3 rejects smaller inputs
+_print_lock = threading.Lock()
+
+
+def say(message: str) -> None:
+    """One progress line on stdout (threads of --jobs > 1 share it)."""
+    with _print_lock:
+        print(f"[grid] {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid: no selection (`measure` None) or a measure at a ratio."""
+    key: str
+    measure: str | None
+    ratio: float
+    embedding: str | None  # None: the shared --embedding
+
+    def flags(self, config: dict) -> list[str]:
+        """train.py flags that make this cell (appended after the shared ones)."""
+        if self.measure is None:
+            return ["--retention_ratio", "100"]
+        out = ["--retention_ratio", f"{self.ratio:g}", "--density_measure", self.measure]
+        if self.embedding:
+            out += ["--embedding", self.embedding]
+        res = config["embedding_res"]
+        if (self.embedding or config["embedding"]) in ("inceptionv3", "random_inceptionv3") \
+                and 0 < res < INCEPTION_MIN_RES:
+            out += ["--embedding_res", str(INCEPTION_MIN_RES)]
+        return out
+
+    def unused_keys(self) -> set[str]:
+        """Selection flags that cannot change this cell (left out of its signature)."""
+        embedding = {"embedding", "embedding_res", "embedding_weights"}
+        if self.measure is None:
+            return embedding | {"density_measure", "nn_k", "selection_seed"}
+        if self.measure == "uniform":
+            return embedding | {"nn_k"}
+        return {"selection_seed"} | (set() if self.measure in ("nn_dist", "knn") else {"nn_k"})
+
+    def labels(self, config: dict) -> tuple[str, str, str, str]:
+        """(Instance Selection, RR (%), Embedding, Pretraining) as in the paper's Table 1."""
+        if self.measure is None:
+            return "None", "100", "-", "-"
+        if self.measure == "uniform":
+            return "Uniform", f"{self.ratio:g}", "-", "-"
+        embedding = self.embedding or config["embedding"]
+        arch, pretraining = EMBEDDING_LABELS.get(embedding, (embedding, "?"))
+        return MEASURE_LABELS[self.measure], f"{self.ratio:g}", arch, pretraining
+
+
+def parse_cell(key: str) -> Cell:
+    """`none` or `MEASURE_RATIO[_EMBEDDING]` (e.g. `gaussian_50_random_inceptionv3`) -> Cell."""
+    if key == "none":
+        return Cell(key, None, 100.0, None)
+    measures = "|".join(sorted(DENSITY_MEASURES, key=len, reverse=True))
+    match = re.fullmatch(rf"({measures})_(\d+(?:\.\d+)?)(?:_(\w+))?", key)
+    if not match or (match.group(3) and match.group(3) not in EMBEDDINGS):
+        raise ValueError(f"--cells: {key!r} is not 'none' or MEASURE_RATIO[_EMBEDDING] with MEASURE in "
+                         f"{', '.join(DENSITY_MEASURES)} and EMBEDDING in {', '.join(EMBEDDINGS)}")
+    ratio = float(match.group(2))
+    if not 0 < ratio < 100:
+        raise ValueError(f"--cells: {key!r} needs a retention ratio in (0, 100); the 100 % cell is 'none'")
+    return Cell(key, match.group(1), ratio, match.group(3))
+
+
+def grid_cells(grid: str, cells: str, ratios: str) -> list[Cell]:
+    """The cells of `grid`, or of the explicit --cells / --ratios lists."""
+    if cells:
+        keys = [k.strip() for k in cells.split(",") if k.strip()]
+    elif ratios:
+        try:
+            values = [float(r) for r in ratios.split(",") if r.strip()]
+        except ValueError:
+            raise ValueError(f"--ratios {ratios!r} must be numbers joined by commas, e.g. 10,50,100") from None
+        keys = ["none" if v == 100 else f"gaussian_{v:g}" for v in values]
+    else:
+        keys = GRIDS[grid]
+    if len(set(keys)) != len(keys) or not keys:
+        raise ValueError(f"--cells/--ratios must name at least one cell, each once (got {keys})")
+    return [parse_cell(k) for k in keys]
+
+
+# ----------------------------------------------------------------------------- flags
+def _actions() -> dict[str, argparse.Action]:
+    return {a.dest: a for a in utils.add_sample_parser(utils.prepare_parser())._actions if a.option_strings}
+
+
+def flags_for(config: dict, keys: tuple[str, ...]) -> list[str]:
+    """Command-line flags that reproduce `config[key]` for each key (store_true/false aware)."""
+    actions, out = _actions(), []
+    for key in keys:
+        action, value = actions[key], config[key]
+        if isinstance(action, argparse._StoreTrueAction):
+            out += [action.option_strings[0]] if value else []
+        elif isinstance(action, argparse._StoreFalseAction):
+            out += [] if value else [action.option_strings[0]]
+        elif value is not None:
+            out += [action.option_strings[0], str(value)]
+    return out
+
+
+def typed_keys(argv: list[str]) -> set[str]:
+    """Config keys given explicitly in `argv` (parsed again with every default suppressed)."""
+    probe = utils.prepare_parser()
+    for action in probe._actions:  # argparse has no public way to tell typed from default
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def signature(config: dict, keys: list[str]) -> str:
+    """Short hash of the config values of `keys`."""
+    blob = json.dumps({k: config.get(k) for k in sorted(keys)}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- data
+def metric_files(config: dict) -> list[Path]:
+    """The moments (FID) and manifold (P/R/D/C) files of the ORIGINAL data the cells are scored on."""
+    import inception_utils
+    return [p for p, off in ((inception_utils.moments_path(config), config["no_fid"]),
+                             (inception_utils.manifold_path(config), config["no_prdc"])) if not off]
+
+
+def prepare_fmnist(config: dict, max_images: int, threads: int) -> None:
+    """FMNIST32_hdf5 in --data_root: the HDF5 of the first `max_images` Fashion-MNIST training
+    images (0 = all), then scripts/utils/prepare_data_fmnist.sh for its moments and manifold."""
+    if config["dataset"] != "FMNIST32_hdf5":
+        raise ValueError(f"--prepare makes FMNIST32_hdf5 only; prepare --dataset {config['dataset']} with "
+                         f"scripts/utils/prepare_data_*.sh")
+    hdf5 = Path(config["data_root"]) / "FMNIST32.hdf5"
+    if hdf5.exists():
+        import h5py
+        with h5py.File(hdf5, "r") as fh:
+            found = len(fh["labels"])
+        if max_images and found != max_images:
+            raise ValueError(f"{hdf5} holds {found} images but --max_images is {max_images}; use another "
+                             f"--data_root or delete {hdf5.parent}")
+    else:
+        say(f"preparing {hdf5} ({max_images or 'all'} Fashion-MNIST training images)")
+        run_logged([sys.executable, str(REPO / "make_hdf5.py"), "--dataset", "FMNIST32", "--data_root",
+                    os.environ.get("FMNIST_ROOT", ""), "--out", str(hdf5), "--num_workers", "0",
+                    "--batch_size", "1000", "--max_images", str(max_images)], None, threads)
+    if not all(p.exists() for p in metric_files(config)):
+        say(f"preparing the moments and manifold of {hdf5} with {config['feature_net']}")
+        env = {"DATA_ROOT": config["data_root"], "FEATURE_NET": config["feature_net"], "NUM_WORKERS": "0",
+               "NUM_PR_IMAGES": str(config["num_pr_images"]), "DEVICE": config["device"],
+               "INCEPTION_WEIGHTS": config["inception_weights"], "FEATURE_RES": str(config["feature_res"]),
+               "PYTHON": sys.executable}
+        run_logged(["bash", str(REPO / "scripts/utils/prepare_data_fmnist.sh")], None, threads, env)
+
+
+# ----------------------------------------------------------------------------- subprocesses
+def run_logged(cmd: list[str], log: Path | None, threads: int, env: dict | None = None,
+               progress=None) -> None:
+    """Run `cmd` (output to `log`, or to our stdout), calling `progress()` every 30 s; raise on failure."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads),
+                    MKL_NUM_THREADS=str(threads), PYTHONPATH=str(REPO), **(env or {}))
+    handle = open(log, "a") if log else None
+    try:
+        if handle:
+            handle.write(f"$ {' '.join(cmd)}\n")
+            handle.flush()
+        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT if handle else None, env=full_env)
+        while True:
+            try:
+                code = proc.wait(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                if progress:
+                    progress()
+    finally:
+        if handle:
+            handle.close()
+    if code != 0:
+        tail = log.read_text().strip().splitlines()[-1:] if log else []
+        where = f"; see {log}" + (f": {tail[0]}" if tail else "") if log else ""
+        raise RuntimeError(f"{Path(cmd[1]).name if len(cmd) > 1 else cmd[0]} failed (exit {code}){where}")
+
+
+def last_logged_itr(logs_root: Path, key: str) -> int:
+    """The newest iteration in the cell's loss log (0 when none yet)."""
+    path = logs_root / key / "losses.jsonl"
+    try:
+        lines = path.read_text().strip().splitlines()
+        return int(json.loads(lines[-1])["itr"]) if lines else 0
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+# ----------------------------------------------------------------------------- one cell
+class Grid:
+    """The cells, their shared flags and the output folder; `run()` does everything."""
+
+    def __init__(self, args: argparse.Namespace, train_argv: list[str]) -> None:
+        self.args, self.train_argv = args, train_argv
+        self.out = Path(args.output_dir)
+        self.roots = ["--weights_root", str(self.out / "weights"), "--logs_root", str(self.out / "logs"),
+                      "--samples_root", str(self.out / "samples")]
+        owned = sorted(typed_keys(train_argv) & set(GRID_OWNED))
+        if owned:
+            raise ValueError(f"--{owned[0]} is set per cell by the grid; leave it out (cells: --cells/--ratios, "
+                             f"outputs: --output_dir)")
+        self.config = self.parse(train_argv)
+        if not self.config["num_iters"]:
+            raise ValueError("--num_iters is required: every cell trains for the same number of iterations")
+        self.cells = grid_cells(args.grid, args.cells, args.ratios)
+        self.threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.jobs)
+        self.slots: queue.Queue = queue.Queue()  # one GPU id (or None) per job
+        for slot in [g.strip() for g in args.gpus.split(",") if g.strip()][:args.jobs] or [None] * args.jobs:
+            self.slots.put(slot)
+
+    def parse(self, argv: list[str]) -> dict:
+        config = vars(utils.prepare_parser().parse_args(argv))
+        utils.validate_config(config)
+        return config
+
+    def cell_config(self, cell: Cell) -> dict:
+        return self.parse(self.train_argv + cell.flags(self.config) + ["--experiment_name", cell.key] + self.roots)
+
+    def signatures(self, cell: Cell, config: dict) -> tuple[str, str]:
+        skip = set(RUNTIME_KEYS + EVAL_KEYS) | cell.unused_keys()
+        train_keys = [k for k in config if k not in skip]
+        return signature(config, train_keys), signature(config, list(EVAL_KEYS))
+
+    def record_path(self, cell: Cell) -> Path:
+        return self.out / "cells" / f"{cell.key}.json"
+
+    def read_record(self, cell: Cell) -> dict:
+        path = self.record_path(cell)
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise ValueError(f"{path} is not valid JSON; delete it (the checkpoints are kept and resumed)") from None
+
+    def check_record(self, cell: Cell, record: dict, train_sig: str, weights: Path) -> None:
+        import checkpoints
+        if record.get("train_signature") not in (None, train_sig) and checkpoints.has_checkpoint(weights):
+            raise ValueError(f"{self.record_path(cell)} was trained with other flags than now; use another "
+                             f"--output_dir, or delete it and {weights} to retrain cell {cell.key}")
+
+    def trained_itr(self, weights: Path) -> int:
+        import checkpoints
+        if not checkpoints.has_checkpoint(weights):
+            return 0
+        try:
+            return int(checkpoints.load_state_dict_file(weights, checkpoints.find_resume_suffix(weights))["itr"])
+        except FileNotFoundError:
+            raise ValueError(f"{weights} holds no complete checkpoint (killed during the first save?); "
+                             f"delete it to retrain cell") from None
+
+    def select(self, cell: Cell) -> None:
+        """The cell's selection with its report (the embeddings cache is then shared with training)."""
+        report = self.out / "selection" / cell.key
+        if cell.measure is None or (report / "summary.json").exists():
+            return
+        config = self.cell_config(cell)
+        say(f"{cell.key}: instance selection ({cell.measure}, {cell.ratio:g} %), report in {report}")
+        cmd = [sys.executable, str(REPO / "instance_selection.py"), *flags_for(config, SELECTION_PASS),
+               "--retention_ratio", f"{cell.ratio:g}", "--density_measure", cell.measure,
+               "--report_dir", str(report), "--pbar", "none"]
+        run_logged(cmd, self.out / "cells" / f"{cell.key}.selection.log", len(os.sched_getaffinity(0)))
+
+    def run_cell(self, cell: Cell) -> dict:
+        """Train (or resume, or skip) and evaluate one cell on a free job slot; returns its record."""
+        slot = self.slots.get()
+        try:
+            return self.train_and_evaluate(cell, {} if slot is None else {"CUDA_VISIBLE_DEVICES": slot})
+        finally:
+            self.slots.put(slot)
+
+    def train_and_evaluate(self, cell: Cell, env: dict) -> dict:
+        config = self.cell_config(cell)
+        train_sig, eval_sig = self.signatures(cell, config)
+        weights = self.out / "weights" / cell.key
+        record = self.read_record(cell)
+        self.check_record(cell, record, train_sig, weights)
+        if record.get("status") == "done" and record.get("eval_signature") == eval_sig:
+            say(f"{cell.key}: finished earlier, read from {self.record_path(cell)} (not retrained)")
+            return record
+        record = {**(record if record.get("train_signature") == train_sig else {}),
+                  "cell": cell.key, "status": "training", "train_signature": train_sig,
+                  "eval_signature": eval_sig, "flags": self.train_argv + cell.flags(self.config),
+                  "labels": cell.labels(self.config)}
+        atomic_write_json(self.record_path(cell), record)
+        total, done_itr = config["num_iters"], self.trained_itr(weights)
+        if done_itr < total:
+            resume = ["--resume"] if done_itr > 0 else []
+            say(f"{cell.key}: train.py {'resuming from iteration %d' % done_itr if resume else 'starting'} "
+                f"({total} iterations; log {self.out / 'cells' / (cell.key + '.train.log')})")
+            start = time.time()
+            run_logged([sys.executable, str(REPO / "train.py"), *record["flags"], "--experiment_name", cell.key,
+                        *self.roots, *resume], self.out / "cells" / f"{cell.key}.train.log", self.threads,
+                       env, progress=lambda: say(f"{cell.key}: iteration {last_logged_itr(self.out / 'logs', cell.key)}"
+                                            f"/{total}"))
+            record["train_seconds"] = round(record.get("train_seconds", 0) + time.time() - start, 1)
+            record["train_launches"] = record.get("train_launches", 0) + 1
+            say(f"{cell.key}: trained ({record['train_seconds']:.0f} s)")
+        else:
+            say(f"{cell.key}: already trained to iteration {done_itr}; evaluating")
+        record.update(status="evaluating")
+        atomic_write_json(self.record_path(cell), record)
+        record.update(self.evaluate(cell, config, env), status="done")
+        atomic_write_json(self.record_path(cell), record)
+        say(f"{cell.key}: " + ", ".join(f"{name} {fmt.format(record['metrics'][key])}" for name, key, fmt, _ in
+                                        METRICS if record["metrics"].get(key) is not None))
+        return record
+
+    def evaluate(self, cell: Cell, config: dict, env: dict) -> dict:
+        """sample.py: metrics against the full data and a class sheet; returns the record's new fields."""
+        from sample import output_tag
+        start = time.time()
+        run_logged([sys.executable, str(REPO / "sample.py"), "--experiment_name", cell.key, *self.roots,
+                    *flags_for(config, EVAL_PASS), "--sample_inception_metrics", "--sample_sheets"],
+                   self.out / "cells" / f"{cell.key}.eval.log", self.threads, env)
+        folder = self.out / "samples" / cell.key
+        tag = output_tag(config)
+        metrics = json.loads((folder / f"metrics{tag}.json").read_text())
+        sheet = folder / f"sample_itr{metrics['itr']}{tag}" / "samples0.png"
+        return {"metrics": {key: metrics.get(key) for _, key, _, _ in METRICS} | {"IS_std": metrics.get("IS_std")},
+                "itr": metrics["itr"], "sheet": str(sheet), "eval_seconds": round(time.time() - start, 1)}
+
+    # ------------------------------------------------------------------------- the whole grid
+    def run(self) -> list[dict]:
+        """Prepare/check the data, run every cell (resuming or reading), write the summary."""
+        start = time.time()
+        (self.out / "cells").mkdir(parents=True, exist_ok=True)
+        if self.args.prepare:
+            prepare_fmnist(self.config, self.args.max_images, len(os.sched_getaffinity(0)))
+        missing = [str(p) for p in metric_files(self.config) if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]} is missing: prepare the data first with "
+                                    f"scripts/utils/prepare_data_<dataset>.sh and FEATURE_NET="
+                                    f"{self.config['feature_net']} (or --prepare for FMNIST32_hdf5)")
+        todo = [c for c in self.cells if self.read_record(c).get("status") != "done"]
+        for cell in todo:
+            self.select(cell)
+        records, errors = {}, []
+        with concurrent.futures.ThreadPoolExecutor(self.args.jobs) as pool:
+            futures = {pool.submit(self.run_cell, cell): cell for cell in self.cells}
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    records[futures[future].key] = future.result()
+                except (RuntimeError, ValueError, FileNotFoundError) as err:
+                    errors.append(f"cell {futures[future].key}: {err}")
+        if errors:
+            raise utils.UserError("; ".join(errors))
+        ordered = [records[c.key] for c in self.cells]
+        write_outputs(self.out, self.args.grid, self.args.title, self.config, ordered, time.time() - start)
+        return ordered
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The grid's own flags (everything else goes to train.py)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+                                epilog="All other flags are train.py flags shared by every cell.")
+    p.add_argument("--grid", choices=sorted(GRIDS), default="table1", help="which cells and plots (default: %(default)s)")
+    p.add_argument("--output_dir", required=True, help="folder for cells, checkpoints, logs and the summary")
+    p.add_argument("--preset", choices=["none", *PRESETS], default="none",
+                   help="shared train.py flags to start from: " + ", ".join(PRESETS) + " (default: %(default)s)")
+    p.add_argument("--gpus", default="", help="comma-separated GPU ids, one per job (e.g. 0,1,2,3 with --jobs 4)")
+    p.add_argument("--cells", default="", help="comma-separated cells instead of the grid's, e.g. none,gaussian_50")
+    p.add_argument("--ratios", default="", help="retention ratios of a gaussian sweep, e.g. 10,20,...,100 (100 = none)")
+    p.add_argument("--jobs", type=int, default=1, help="cells trained at the same time (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per cell (0 = cores / jobs)")
+    p.add_argument("--prepare", action="store_true", help="make missing FMNIST32_hdf5 data, moments and manifold")
+    p.add_argument("--max_images", type=int, default=0, help="with --prepare: the first N Fashion-MNIST images (0 = all)")
+    p.add_argument("--title", default="", help="heading of summary.md")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: see the module docstring."""
+    args, train_argv = build_parser().parse_known_args(argv)
+    if args.jobs < 1 or args.threads < 0 or args.max_images < 0:
+        raise utils.UserError("--jobs must be >= 1, --threads and --max_images >= 0")
+    gpus = [g for g in args.gpus.split(",") if g.strip()]
+    if gpus and len(gpus) < args.jobs:
+        raise utils.UserError(f"--gpus {args.gpus} names fewer GPUs than --jobs {args.jobs}")
+    if args.preset != "none":
+        flags, iters = PRESETS[args.preset]
+        train_argv = flags.split() + ["--num_iters", str(iters[args.grid])] + train_argv
+    grid = Grid(args, train_argv)
+    grid.run()
+    say(f"summary: {grid.out / 'summary.md'}")
+
+
+if __name__ == "__main__":
+    utils.run_cli(main)

@@ -1,0 +1,179 @@
+"""The outputs of an experiment grid (experiment_grid.py): the table in the paper's column
+order (Instance Selection | RR (%) | Embedding | Pretraining | IS | FID | P | R | D | C), each
+cell's direction against the no-selection row, sample sheets side by side, training curves,
+the retention-ratio sweep (the paper's Figure 3) and one summary picture.
+
+A cell's record (cells/<cell>.json) has `cell`, `labels` (the four text columns), `metrics`
+(IS_mean, FID, precision, recall, density, coverage), `sheet` (a class sheet PNG) and timings.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from io_utils import atomic_path, atomic_write_json, atomic_write_text
+
+REPO = Path(__file__).resolve().parent
+# (column, record key, format, better direction)
+METRICS = (("IS", "IS_mean", "{:.2f}", "↑"), ("FID", "FID", "{:.2f}", "↓"), ("P", "precision", "{:.3f}", "↑"),
+           ("R", "recall", "{:.3f}", "↑"), ("D", "density", "{:.3f}", "↑"), ("C", "coverage", "{:.3f}", "↑"))
+
+
+def cell_title(record: dict) -> str:
+    """'Gaussian 50 % (EfficientNet-Lite0, ImageNet)' from a record's Table 1 labels."""
+    selection, rr, arch, pretraining = record["labels"]
+    return f"{selection} {rr} %" + (f" ({arch}, {pretraining})" if arch != "-" else "")
+
+
+def markdown_table(records: list[dict]) -> str:
+    """The paper's Table 1 columns: Instance Selection | RR (%) | Embedding | Pretraining | IS ... C."""
+    head = ["Instance Selection", "RR (%)", "Embedding", "Pretraining"] + [f"{n} {a}" for n, _, _, a in METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        values = ["-" if r["metrics"].get(key) is None else fmt.format(r["metrics"][key])
+                  for _, key, fmt, _ in METRICS]
+        lines.append("| " + " | ".join(list(r["labels"]) + values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def directions(records: list[dict]) -> list[str]:
+    """Each cell against `none` (all data): the sign of every metric's change, better or worse."""
+    base = next((r for r in records if r["cell"] == "none"), None)
+    if base is None:
+        return []
+    out = []
+    for r in records:
+        if r is base:
+            continue
+        parts = []
+        for name, key, fmt, arrow in METRICS:
+            a, b = base["metrics"].get(key), r["metrics"].get(key)
+            if a is None or b is None:
+                continue
+            better = (b > a) == (arrow == "↑") if fmt.format(a) != fmt.format(b) else None
+            parts.append(f"{name} {fmt.format(a)} -> {fmt.format(b)} "
+                         f"({'same' if better is None else 'better' if better else 'worse'})")
+        out.append(f"- {cell_title(r)} vs None: " + "; ".join(parts))
+    return out
+
+
+def _figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    _figure().close(fig)
+    return path
+
+
+def plot_samples(records: list[dict], path: Path) -> Path:
+    """The cells' class sheets side by side, titled with the cell and its FID/P/R/D."""
+    plt = _figure()
+    cols = min(len(records), 5)
+    rows = -(-len(records) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 4.1 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, records):
+        if Path(r["sheet"]).exists():
+            ax.imshow(plt.imread(r["sheet"]))
+        m = r["metrics"]
+        stats = "  ".join(f"{n} {fmt.format(m[k])}" for n, k, fmt, _ in METRICS[1:5] if m.get(k) is not None)
+        ax.set_title(f"{cell_title(r)}\n{stats}", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_sweep(records: list[dict], path: Path) -> Path:
+    """Figure 3: the six metrics against the retention ratio (100 = no selection)."""
+    plt = _figure()
+    points = sorted((float(r["labels"][1]), r["metrics"]) for r in records)
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6))
+    for ax, (name, key, _, arrow) in zip(axes.flat, METRICS):
+        xs = [x for x, m in points if m.get(key) is not None]
+        ax.plot(xs, [m[key] for _, m in points if m.get(key) is not None], marker="o")
+        ax.set_title(f"{name} {arrow}")
+        ax.set_xlabel("retention ratio (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Metrics against the retention ratio (all against the full training data)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_curves(logs_root: Path, names: list[str], out: Path) -> list[Path]:
+    """Training curves of the cells on shared axes, by logs/plot_logs.py."""
+    spec = importlib.util.spec_from_file_location("plot_logs", REPO / "logs" / "plot_logs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.plot_logs(logs_root, names, out, window=5)
+
+
+def plot_summary(panels: list[Path], path: Path) -> Path:
+    """The given PNGs stacked into one picture (sample sheets, curves, selection report)."""
+    plt = _figure()
+    images = [plt.imread(p) for p in panels if p.exists()]
+    heights = [im.shape[0] / im.shape[1] for im in images]
+    fig, axes = plt.subplots(len(images), 1, figsize=(12, 12 * sum(heights) + 0.3 * len(images)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, image in zip(axes[:, 0], images):
+        ax.imshow(image)
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[dict], seconds: float) -> None:
+    """Into `out`: summary.md, results.json, samples.png, curves/, summary.png (+ ratio_sweep.png
+    for the figure3 grid). `config` holds the shared flags, `records` the finished cells in order."""
+    atomic_write_json(out / "results.json", {"grid": grid, "cells": records, "seconds": round(seconds, 1)})
+    figures = [plot_samples(records, out / "samples.png")]
+    try:
+        curves = plot_curves(out / "logs", [r["cell"] for r in records], out / "curves")
+    except (ValueError, FileNotFoundError) as err:  # e.g. fewer iterations than --log_every
+        print(f"[grid] no training curves: {err}", flush=True)
+        curves = []
+    figures += [p for p in curves if p.name == "losses.png"]
+    if grid == "figure3":
+        figures.insert(0, plot_sweep(records, out / "ratio_sweep.png"))
+    reports = [out / "selection" / r["cell"] for r in records if (out / "selection" / r["cell"]).is_dir()]
+    if reports:
+        figures += [reports[0] / "score_histogram.png", *sorted(reports[0].glob("class_*_density.png"))[:1]]
+    plot_summary(figures, out / "summary.png")
+    n_total = next((json.loads((d / "summary.json").read_text())["n_total"] for d in reports
+                    if (d / "summary.json").exists()), None)
+    lines = [f"# {title or 'Instance selection grid: ' + grid}", "",
+             markdown_table(records),
+             f"All cells: `{config['dataset']}` at {config['resolution'] or 'its'} px"
+             + (f" ({n_total} training images)" if n_total else "") + f", seed {config['seed']}, "
+             f"{config['num_iters']} iterations at batch {config['batch_size']}, G_ch {config['G_ch']} / "
+             f"D_ch {config['D_ch']}, attention G {config['G_attn']} / D {config['D_attn']}. Metrics against the "
+             f"FULL training data with `{config['feature_net']}` on {config['num_inception_images']} samples "
+             f"(P/R/D/C: {config['num_pr_images']} real and fake, k={config['prdc_k']})"
+             + ("; NOT the standard Inception FID: compare only within this table" if
+                config["feature_net"] not in ("inception_v3", "inception_v3_tf") else "") + ".", "",
+             "| cell | train s | eval s | trained images |", "|---|---|---|---|"]
+    for r in records:
+        summary = out / "selection" / r["cell"] / "summary.json"
+        kept = json.loads(summary.read_text())["n_kept"] if summary.exists() else n_total
+        lines.append(f"| {r['cell']} | {r.get('train_seconds', '-')} | {r.get('eval_seconds', '-')} | "
+                     f"{kept if kept is not None else '-'} |")
+    lines += ["", f"Wall time of this invocation: {seconds:.0f} s (cells read from earlier runs cost nothing).",
+              ""]
+    found = directions(records)
+    if found:
+        lines += ["## Against the no-selection row", "",
+                  "The paper (Table 1) finds precision, density and coverage up, recall slightly down and FID "
+                  "better with a pretrained embedding, and Uniform / random-init rows about equal to None.", "",
+                  *found, ""]
+    lines += ["## Pictures", ""] + [f"![{p.stem}]({p.relative_to(out)})" for p in figures if p.exists()
+                                   and p.is_relative_to(out)] + [""]
+    if reports:
+        lines += ["Selection reports: " + ", ".join(f"[{d.name}]({d.relative_to(out)}/)" for d in reports), ""]
+    atomic_write_text(out / "summary.md", "\n".join(lines))
+    print(markdown_table(records), flush=True)
+    for line in found:
+        print(line, flush=True)

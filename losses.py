@@ -1,0 +1,36 @@
+"""GAN losses. Hinge loss is the default, as in BigGAN-PyTorch; DCGAN's is kept for comparison.
+
+Each discriminator loss returns its real and fake parts separately so that both can
+be logged; the training step adds them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def loss_hinge_dis(dis_fake: torch.Tensor, dis_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hinge loss of D: (mean relu(1 - D(x)), mean relu(1 + D(G(z))))."""
+    loss_real = torch.mean(F.relu(1. - dis_real))
+    loss_fake = torch.mean(F.relu(1. + dis_fake))
+    return loss_real, loss_fake
+
+
+def loss_hinge_gen(dis_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of G: -mean D(G(z))."""
+    return -torch.mean(dis_fake)
+
+
+def loss_dcgan_dis(dis_fake: torch.Tensor, dis_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-saturating DCGAN loss of D, split into its real and fake parts."""
+    return torch.mean(F.softplus(-dis_real)), torch.mean(F.softplus(dis_fake))
+
+
+def loss_dcgan_gen(dis_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating DCGAN loss of G."""
+    return torch.mean(F.softplus(-dis_fake))
+
+
+# BigGAN-PyTorch trains with the hinge loss; these two names are what the training step calls.
+generator_loss = loss_hinge_gen
+discriminator_loss = loss_hinge_dis

@@ -1,0 +1,89 @@
+"""scripts/quickstart.sh end to end on real Fashion-MNIST at a tiny budget (environment
+variables): set-up, data preparation, selection report, two trainings, evaluation against the
+full data, and every file of the side-by-side summary."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+from PIL import Image
+
+TINY = {"QS_IMAGES": "100", "QS_ITERS": "4", "QS_SAVE_EVERY": "2", "QS_LOG_EVERY": "1",
+        "QS_EVAL_IMAGES": "24", "QS_EMBEDDING_RES": "32", "QS_CH": "8", "QS_BATCH": "8"}
+HEADER = "| Instance Selection | RR (%) | Embedding | Pretraining | IS ↑ | FID ↓ | P ↑ | R ↑ | D ↑ | C ↑ |"
+
+
+def _png_size(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, repo_root):
+    out = tmp_path / "quickstart"
+    env = dict(os.environ, FMNIST_ROOT=str(fmnist_root), QS_OUT=str(out), PYTHON=sys.executable,
+               OMP_NUM_THREADS="1", **TINY)
+    proc = subprocess.run(["bash", "scripts/quickstart.sh", "--dim_z", "16", "--shared_dim", "8", "--prdc_k", "3"],
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "[setup]" in proc.stdout  # set-up ran first (and was quick: the venv is current)
+    assert f"open {out}/summary.md" in proc.stdout.replace("//", "/")
+
+    # Data: the first 100 images as HDF5, the moments and manifold of ALL of them.
+    data = out / "data"
+    with h5py.File(data / "FMNIST32.hdf5", "r") as fh:
+        assert fh["imgs"].shape == (100, 3, 32, 32) and len(fh["labels"]) == 100
+    with np.load(data / "FMNIST32_efficientnet_lite0_moments.npz", allow_pickle=False) as moments:
+        assert int(moments["num_images"]) == 100 and moments["mu"].shape == (1280,)
+    with np.load(data / "FMNIST32_efficientnet_lite0_activations.npz", allow_pickle=False) as manifold:
+        assert manifold["features"].shape == (24, 1280)
+
+    # The selection report: half of each class kept, pictures of the densest/sparsest images.
+    report = out / "selection" / "gaussian_50"
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["n_total"] == 100 and summary["measure"] == "gaussian"
+    assert summary["embedding"] == "efficientnet_lite0" and summary["retention_ratio"] == 50
+    assert all(abs(c["kept"] - c["total"] / 2) <= 0.5 for c in summary["per_class"].values())
+    for name in ("score_histogram.png", "class_0_density.png"):
+        assert min(_png_size(report / name)) > 100
+
+    # Two runs, same budget, both scored against the full data.
+    results = json.loads((out / "results.json").read_text())
+    cells = {c["cell"]: c for c in results["cells"]}
+    assert list(cells) == ["none", "gaussian_50"]
+    for key, cell in cells.items():
+        assert cell["status"] == "done" and cell["itr"] == 4
+        assert all(math.isfinite(cell["metrics"][k]) for k in
+                   ("IS_mean", "FID", "precision", "recall", "density", "coverage"))
+        metrics = json.loads((out / "samples" / key / "metrics.json").read_text())
+        assert metrics["dataset"] == "FMNIST32_hdf5" and metrics["feature_net"] == "efficientnet_lite0"
+        assert metrics["FID"] == cell["metrics"]["FID"] and metrics["num_images"] == 24
+        assert (out / "weights" / key / "G.pth").exists()
+        assert min(_png_size(cell["sheet"])) > 100
+    assert cells["none"]["labels"] == ["None", "100", "-", "-"]
+    assert cells["gaussian_50"]["labels"] == ["Gaussian", "50", "EfficientNet-Lite0", "ImageNet"]
+    flags = cells["gaussian_50"]["flags"]
+    assert flags[flags.index("--retention_ratio") + 1] == "50"
+    assert cells["none"]["flags"][:-2] == flags[:-4]  # same shared flags, only selection differs
+
+    # The side-by-side summary: table, sample sheets, curves, everything in one picture.
+    text = (out / "summary.md").read_text()
+    lines = text.splitlines()
+    row = lines.index(HEADER)
+    none_row, gauss_row = lines[row + 2], lines[row + 3]
+    assert none_row.startswith("| None | 100 | - | - | ")
+    assert gauss_row.startswith("| Gaussian | 50 | EfficientNet-Lite0 | ImageNet | ")
+    assert f"{cells['none']['metrics']['FID']:.2f}" in none_row
+    assert f"{cells['gaussian_50']['metrics']['precision']:.3f}" in gauss_row
+    for picture in ("samples.png", "curves/losses.png", "selection/gaussian_50/score_histogram.png"):
+        assert f"]({picture})" in text
+    sheets_w, sheets_h = _png_size(out / "samples.png")
+    assert sheets_w > sheets_h  # two sheets side by side
+    summary_w, summary_h = _png_size(out / "summary.png")
+    assert summary_h > sheets_h and summary_w > 400
+    assert min(_png_size(out / "curves" / "losses.png")) > 100

@@ -1,0 +1,161 @@
+"""scripts/reproduce_table1.sh and reproduce_figure3.sh at a tiny budget on real Fashion-MNIST:
+the table in the paper's column order, the plots, an interrupted cell resuming from its
+checkpoint, and a second invocation that trains nothing; plus experiment_grid's cell names,
+signatures and refusals."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+import experiment_grid as eg
+
+HEADER = "| Instance Selection | RR (%) | Embedding | Pretraining | IS ↑ | FID ↓ | P ↑ | R ↑ | D ↑ | C ↑ |"
+TINY_FLAGS = ["--dim_z", "16", "--shared_dim", "8", "--prdc_k", "3", "--save_every", "2", "--log_every", "1"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """One tiny FMNIST32 data folder (100 images) shared by the tests; the first run prepares it."""
+    return tmp_path_factory.mktemp("repro_data") / "fmnist32_n100"
+
+
+def _env(fmnist_root, data_root, out, **extra) -> dict:
+    return dict(os.environ, FMNIST_ROOT=str(fmnist_root), PYTHON=sys.executable, OMP_NUM_THREADS="1",
+                OUT_DIR=str(out), DATA_ROOT=str(data_root), MAX_IMAGES="100", EVAL_IMAGES="24", CH="8",
+                BATCH="8", EMBEDDING_RES="32", JOBS="2", **extra)
+
+
+def _run(script: str, env: dict, repo_root) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["bash", script, *TINY_FLAGS], cwd=repo_root, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _table_rows(summary_md: str) -> list[str]:
+    """The rows of the results table (up to the first blank line after its header)."""
+    lines = summary_md.splitlines()
+    start = lines.index(HEADER) + 2
+    end = lines.index("", start)
+    return lines[start:end]
+
+
+def _launches(out) -> dict:
+    return {c["cell"]: c["train_launches"] for c in json.loads((out / "results.json").read_text())["cells"]}
+
+
+def test_table1_resumes_an_interrupted_cell_and_then_trains_nothing(tmp_path, fmnist_root, data_root, repo_root):
+    out = tmp_path / "table1"
+    env = _env(fmnist_root, data_root, out, CELLS="none,uniform_50", ITERS="12")
+    # 1. Killed (the whole process group, as a crash would) right after the first checkpoint.
+    proc = subprocess.Popen(["bash", "scripts/reproduce_table1.sh", *TINY_FLAGS], cwd=repo_root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    first = out / "weights" / "none" / "state_dict.pth"
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "the first cell never wrote a checkpoint"
+    assert json.loads((out / "cells" / "none.json").read_text())["status"] == "training"
+
+    # 2. The same command resumes the interrupted cell and finishes the grid.
+    second = _run("scripts/reproduce_table1.sh", env, repo_root)
+    assert "none: train.py resuming from iteration" in second.stdout
+    assert "Resuming from" in (out / "cells" / "none.train.log").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert [c["cell"] for c in results["cells"]] == ["none", "uniform_50"]
+    assert all(c["status"] == "done" and c["itr"] == 12 for c in results["cells"])
+    rows = _table_rows((out / "summary.md").read_text())
+    assert len(rows) == 2
+    assert rows[0].startswith("| None | 100 | - | - | ") and rows[1].startswith("| Uniform | 50 | - | - | ")
+    for row, cell in zip(rows, results["cells"]):
+        values = [v.strip() for v in row.strip("|").split("|")][4:]
+        m = cell["metrics"]
+        assert values == [f"{m['IS_mean']:.2f}", f"{m['FID']:.2f}"] + [
+            f"{m[k]:.3f}" for k in ("precision", "recall", "density", "coverage")]
+    with Image.open(out / "samples.png") as sheets:
+        assert sheets.width > sheets.height > 100
+    assert (out / "curves" / "losses.png").exists()
+    uniform = json.loads((out / "selection" / "uniform_50" / "summary.json").read_text())
+    assert uniform["measure"] == "uniform" and uniform["n_total"] == 100
+    assert all(c["kept"] == (c["total"] + 1) // 2 for c in uniform["per_class"].values())  # halves round up
+
+    # 3. A third invocation reads every cell from its results: no train.py, no checkpoint touched.
+    before = {p: p.stat().st_mtime_ns for p in (out / "weights").rglob("*.pth")}
+    launches = _launches(out)
+    third = _run("scripts/reproduce_table1.sh", env, repo_root)
+    assert "train.py" not in third.stdout and third.stdout.count("read from") == 2
+    assert _launches(out) == launches
+    assert {p: p.stat().st_mtime_ns for p in (out / "weights").rglob("*.pth")} == before
+
+
+def test_figure3_sweep_plot_and_a_second_run_trains_nothing(tmp_path, fmnist_root, data_root, repo_root):
+    out = tmp_path / "figure3"
+    env = _env(fmnist_root, data_root, out, RATIOS="50,100", ITERS="4")
+    first = _run("scripts/reproduce_figure3.sh", env, repo_root)
+    assert first.stdout.count("train.py starting") == 2
+    results = json.loads((out / "results.json").read_text())
+    assert results["grid"] == "figure3" and [c["cell"] for c in results["cells"]] == ["gaussian_50", "none"]
+    rows = _table_rows((out / "summary.md").read_text())
+    assert rows[0].startswith("| Gaussian | 50 | EfficientNet-Lite0 | ImageNet | ")
+    assert rows[1].startswith("| None | 100 | - | - | ")
+    with Image.open(out / "ratio_sweep.png") as sweep:
+        assert sweep.format == "PNG" and sweep.width > 500 and sweep.height > 300
+    assert "](ratio_sweep.png)" in (out / "summary.md").read_text()
+
+    second = _run("scripts/reproduce_figure3.sh", env, repo_root)
+    assert "train.py" not in second.stdout and second.stdout.count("read from") == 2
+    assert _launches(out) == {"gaussian_50": 1, "none": 1}
+
+
+# ----------------------------------------------------------------------------- the module
+def test_cell_names_and_table1_rows():
+    cells = eg.grid_cells("table1", "", "")
+    assert [c.key for c in cells] == ["none", "uniform_50", "gaussian_50", "ppca_50", "nn_dist_50",
+                                      "gaussian_50_random_inceptionv3"]
+    config = {"embedding": "efficientnet_lite0", "embedding_res": 64}
+    assert [c.labels(config) for c in cells] == [
+        ("None", "100", "-", "-"), ("Uniform", "50", "-", "-"),
+        ("Gaussian", "50", "EfficientNet-Lite0", "ImageNet"), ("PPCA", "50", "EfficientNet-Lite0", "ImageNet"),
+        ("KNN Dist", "50", "EfficientNet-Lite0", "ImageNet"), ("Gaussian", "50", "Inceptionv3", "Random init")]
+    # Inception-v3 cannot see 64 px images: the random-init row embeds at its minimum, 75 px.
+    assert cells[-1].flags(config) == ["--retention_ratio", "50", "--density_measure", "gaussian",
+                                       "--embedding", "random_inceptionv3", "--embedding_res", "75"]
+    assert [c.key for c in eg.grid_cells("figure3", "", "10,100")] == ["gaussian_10", "none"]
+    for bad in ("gaussian", "gaussian_100", "magic_50", "gaussian_50_alexnet"):
+        with pytest.raises(ValueError, match="--cells"):
+            eg.parse_cell(bad)
+
+
+def test_signature_ignores_selection_flags_a_cell_does_not_use():
+    parse = lambda *a: vars(eg.utils.prepare_parser().parse_args(["--num_iters", "5", *a]))  # noqa: E731
+    none, gauss = eg.parse_cell("none"), eg.parse_cell("gaussian_50")
+    grid = eg.Grid.__new__(eg.Grid)
+    a, b = parse("--embedding", "resnet50"), parse("--embedding", "swav")
+    assert grid.signatures(none, a) == grid.signatures(none, b)
+    assert grid.signatures(gauss, a)[0] != grid.signatures(gauss, b)[0]
+    # Evaluation settings change only the evaluation signature: re-scored, not retrained.
+    c = parse("--embedding", "resnet50", "--num_inception_images", "10")
+    assert grid.signatures(gauss, a)[0] == grid.signatures(gauss, c)[0]
+    assert grid.signatures(gauss, a)[1] != grid.signatures(gauss, c)[1]
+
+
+def test_grid_refuses_flags_it_sets_per_cell_and_a_missing_budget(repo_root, run_py, tmp_path):
+    proc = run_py("experiment_grid.py", "--output_dir", tmp_path, "--retention_ratio", "50", "--num_iters", "3")
+    assert proc.returncode == 2 and "--retention_ratio is set per cell" in proc.stderr
+    proc = run_py("experiment_grid.py", "--output_dir", tmp_path, "--dataset", "FMNIST32_hdf5")
+    assert proc.returncode == 2 and "--num_iters is required" in proc.stderr
+    proc = run_py("experiment_grid.py", "--output_dir", tmp_path, "--num_iters", "3", "--cells", "none,none")
+    assert proc.returncode == 2 and "each once" in proc.stderr
+    proc = run_py("experiment_grid.py", "--output_dir", tmp_path, "--num_iters", "3", "--data_root", tmp_path,
+                  "--dataset", "FMNIST32_hdf5", "--feature_net", "efficientnet_lite0")
+    assert proc.returncode == 2 and "is missing: prepare the data first" in proc.stderr
+    assert not (tmp_path / "weights").exists()

@@ -1,0 +1,427 @@
+"""Training: the BigGAN-PyTorch recipe step by step, EMA/ortho/optimizer pieces, non-finite
+losses, and whole runs of train.py on real Fashion-MNIST images (checkpoints, samples, logs,
+metrics, exact resume, SIGKILL during a checkpoint, two-process DDP, launch command lines)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import BigGAN
+import checkpoints
+import losses
+import train_fns
+import utils
+from training_utils import EMA, NoiseSampler, build_optimizer, ortho, toggle_grad
+
+CPU = torch.device("cpu")
+
+
+def tiny_config(*args: str, **overrides) -> dict:
+    config = vars(utils.prepare_parser().parse_args(list(args)))
+    config.update(dataset="FMNIST32", resolution=32, n_classes=10, G_ch=8, D_ch=8, dim_z=16,
+                  G_attn="0", D_attn="0", G_shared=True, shared_dim=8, batch_size=4)
+    config.update(overrides)
+    return config
+
+
+def build(config: dict, seed: int = 0):
+    torch.manual_seed(seed)
+    G, D = BigGAN.build_models(config)
+    return G, D, build_optimizer(G), build_optimizer(D)
+
+
+# ----------------------------------------------------------------------------- pieces
+def test_hinge_loss_values():
+    real, fake = torch.tensor([[2.0], [0.5]]), torch.tensor([[-2.0], [0.0]])
+    loss_real, loss_fake = losses.discriminator_loss(fake, real)
+    assert loss_real.item() == pytest.approx(0.25) and loss_fake.item() == pytest.approx(0.5)
+    assert losses.generator_loss(fake).item() == pytest.approx(1.0)
+
+
+def test_ortho_is_the_gradient_of_the_modified_penalty():
+    torch.manual_seed(0)
+    conv, emb = torch.nn.Conv2d(3, 5, 3), torch.nn.Embedding(4, 6)
+    model = torch.nn.ModuleDict({"conv": conv, "emb": emb})
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    ortho(model, 1e-2, blacklist=list(emb.parameters()))
+    w = conv.weight.detach().clone().requires_grad_(True)
+    flat = w.view(5, -1)
+    penalty = 0.5 * 1e-2 * ((flat @ flat.t()) * (1 - torch.eye(5))).pow(2).sum()
+    penalty.backward()
+    assert torch.allclose(conv.weight.grad, w.grad, rtol=1e-5, atol=1e-9)
+    assert torch.count_nonzero(emb.weight.grad) == 0 and torch.count_nonzero(conv.bias.grad) == 0
+
+
+def test_ema_matches_biggan_formula_and_pegs_before_start():
+    config = tiny_config()
+    G, _, _, _ = build(config, 0)
+    G_ema, _, _, _ = build(config, 1)
+    ema = EMA(G, G_ema, decay=0.9, start_itr=3)
+    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), G_ema.state_dict().values()))
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(1.0)
+    ema.update(2)  # before ema_start: G_ema follows G exactly
+    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), G_ema.state_dict().values()))
+    before = copy.deepcopy(G_ema.state_dict())
+    with torch.no_grad():
+        for p in G.parameters():
+            p.mul_(0.5)
+    ema.update(3)
+    for key, value in G_ema.state_dict().items():
+        expected = before[key] * 0.9 + G.state_dict()[key] * (1 - 0.9)
+        assert torch.equal(value, expected), key
+
+
+def test_foreach_adam_equals_the_plain_loop():
+    config = tiny_config()
+    G1, _, opt1, _ = build(config)
+    G2 = copy.deepcopy(G1)
+    opt2 = torch.optim.Adam(G2.parameters(), lr=G2.lr, betas=(G2.B1, G2.B2), eps=G2.adam_eps,
+                            foreach=False)
+    assert opt1.defaults["foreach"] and opt1.defaults["betas"] == (0.0, 0.999)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p1, p2 in zip(G1.parameters(), G2.parameters()):
+            p1.grad = torch.randn(p1.shape, generator=gen)
+            p2.grad = p1.grad.clone()
+        opt1.step()
+        opt2.step()
+    assert all(torch.equal(a, b) for a, b in zip(G1.parameters(), G2.parameters()))
+
+
+def reference_iteration(G, D, GD, G_optim, D_optim, G_ema, z_, y_, x, y, itr, config):
+    """BigGAN-PyTorch's GAN_training_function written out plainly (through G_D)."""
+    bs = config["batch_size"]
+    x, y = torch.split(x, bs), torch.split(y, bs)
+    counter = 0
+    toggle_grad(D, True)
+    toggle_grad(G, False)
+    for _ in range(config["num_D_steps"]):
+        D_optim.zero_grad()
+        for _ in range(config["num_D_accumulations"]):
+            z_.normal_(0, config["z_var"])
+            y_.random_(0, config["n_classes"])
+            D_fake, D_real = GD(z_[:bs], y_[:bs], x[counter], y[counter], train_G=False)
+            D_loss_real, D_loss_fake = losses.discriminator_loss(D_fake, D_real)
+            ((D_loss_real + D_loss_fake) / float(config["num_D_accumulations"])).backward()
+            counter += 1
+        with torch.no_grad():
+            for p in D.parameters():  # BigGAN-PyTorch's utils.ortho
+                w = p.view(p.shape[0], -1)
+                if p.ndim >= 2:
+                    p.grad.data += config["D_ortho"] * (2 * torch.mm(torch.mm(w, w.t()) * (1. - torch.eye(w.shape[0])), w)).view(p.shape)
+        D_optim.step()
+    toggle_grad(D, False)
+    toggle_grad(G, True)
+    G_optim.zero_grad()
+    for _ in range(config["num_G_accumulations"]):
+        z_.normal_(0, config["z_var"])
+        y_.random_(0, config["n_classes"])
+        G_loss = losses.generator_loss(GD(z_, y_, train_G=True)) / float(config["num_G_accumulations"])
+        G_loss.backward()
+    shared = [id(p) for p in G.shared.parameters()]
+    with torch.no_grad():
+        for p in G.parameters():
+            w = p.view(p.shape[0], -1)
+            if p.ndim >= 2 and id(p) not in shared:
+                p.grad.data += config["G_ortho"] * (2 * torch.mm(torch.mm(w, w.t()) * (1. - torch.eye(w.shape[0])), w)).view(p.shape)
+    G_optim.step()
+    decay = 0.0 if itr < config["ema_start"] else config["ema_decay"]
+    with torch.no_grad():
+        target, source = G_ema.state_dict(), G.state_dict()
+        for key in source:
+            target[key].data.copy_(target[key].data * decay + source[key].data * (1 - decay))
+    return {"G_loss": G_loss.item(), "D_loss_real": D_loss_real.item(), "D_loss_fake": D_loss_fake.item()}
+
+
+def test_iteration_is_biggan_pytorch_recipe_bit_for_bit():
+    config = tiny_config(num_D_steps=2, num_D_accumulations=2, num_G_accumulations=2, G_ortho=1e-3,
+                         D_ortho=1e-3, ema=True, ema_start=2, ema_decay=0.9)
+    G, D, G_optim, D_optim = build(config)
+    G_ema = copy.deepcopy(G)
+    rG, rD, rG_ema = copy.deepcopy(G), copy.deepcopy(D), copy.deepcopy(G)
+    rG_optim = torch.optim.Adam(rG.parameters(), lr=rG.lr, betas=(0.0, 0.999), eps=1e-8)
+    rD_optim = torch.optim.Adam(rD.parameters(), lr=rD.lr, betas=(0.0, 0.999), eps=1e-8)
+    state = {"itr": 0}
+    train = train_fns.GAN_training_function(
+        train_fns.Nets(G, D), G_optim, D_optim, NoiseSampler(4, G.dim_z, 10, CPU), EMA(G, G_ema, 0.9, 2),
+        state, config, CPU)
+    z_, y_ = torch.zeros(4, G.dim_z), torch.zeros(4, dtype=torch.int64)
+    gen = torch.Generator().manual_seed(1)
+    for itr in (1, 2):
+        x, y = torch.rand(16, 3, 32, 32, generator=gen) * 2 - 1, torch.randint(0, 10, (16,), generator=gen)
+        state["itr"] = itr
+        torch.manual_seed(100 + itr)
+        ours = train(x, y)
+        torch.manual_seed(100 + itr)
+        ref = reference_iteration(rG, rD, BigGAN.G_D(rG, rD), rG_optim, rD_optim, rG_ema, z_, y_, x, y,
+                                  itr, config)
+        assert {k: ours[k] for k in ref} == ref
+    for a, b in [(G, rG), (D, rD), (G_ema, rG_ema)]:
+        for (key, v), v2 in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(v, v2), key
+
+
+def test_nonfinite_loss_stops_or_skips():
+    config = tiny_config(num_D_steps=1)
+    G, D, G_optim, D_optim = build(config)
+    state = {"itr": 12}
+    D_before = copy.deepcopy(D.state_dict())
+    train = train_fns.GAN_training_function(train_fns.Nets(G, D), G_optim, D_optim,
+                                            NoiseSampler(4, G.dim_z, 10, CPU), None, state, config, CPU)
+    x, y = torch.full((4, 3, 32, 32), float("nan")), torch.zeros(4, dtype=torch.int64)
+    with pytest.raises(train_fns.NonFiniteLossError, match="iteration 12.*D_loss_real=nan"):
+        train(x, y)
+    assert all(torch.equal(v, D_before[k]) for k, v in D.state_dict().items() if "sv" not in k and "u0" not in k)
+    config["skip_nonfinite"] = True
+    out = train(x, y)
+    assert out["skipped_D_steps"] == 1 and out["skipped_G_steps"] == 0
+    assert all(torch.equal(p, D_before[k]) for k, p in D.named_parameters())
+
+
+# ----------------------------------------------------------------------------- whole runs
+@pytest.fixture(scope="session")
+def fmnist_folder(fmnist_root, tmp_path_factory) -> Path:
+    """50 real Fashion-MNIST training images (5 per class) as a class-folder tree, with the
+    efficientnet_lite0 moments and manifold that the metrics need."""
+    import datasets
+    root = tmp_path_factory.mktemp("fmnist_small")
+    images = datasets.read_idx(next(fmnist_root.glob("train-images-idx3-ubyte*")))
+    labels = datasets.read_idx(next(fmnist_root.glob("train-labels-idx1-ubyte*")))
+    for c in range(10):
+        (root / f"class{c}").mkdir()
+        for i in np.flatnonzero(labels == c)[:5]:
+            Image.fromarray(images[i]).save(root / f"class{c}" / f"{i}.png")
+    import calculate_inception_moments
+    import prepare_manifold
+    flags = ["--dataset", "custom", "--data_root", str(root), "--resolution", "32", "--device", "cpu",
+             "--feature_net", "efficientnet_lite0", "--num_workers", "0", "--pbar", "none",
+             "--batch_size", "50", "--num_pr_images", "50"]
+    calculate_inception_moments.main(flags)
+    prepare_manifold.main(flags)
+    return root
+
+
+def base_flags(folder: Path, out: Path, *extra: str) -> list[str]:
+    return ["--dataset", "custom", "--data_root", str(folder), "--resolution", "32", "--base_root", str(out),
+            "--G_ch", "8", "--D_ch", "8", "--dim_z", "16", "--G_shared", "--shared_dim", "8",
+            "--batch_size", "4", "--num_D_steps", "1", "--G_attn", "0", "--D_attn", "0",
+            "--num_workers", "0", "--shuffle", "--device", "cpu", "--pbar", "none",
+            "--feature_net", "efficientnet_lite0", "--num_inception_images", "16", "--num_pr_images", "16",
+            "--prdc_k", "3", "--test_every", "1000", "--log_every", "1", "--sv_log_interval", "2",
+            "--ema", "--ema_start", "3", "--experiment_name", "tiny", *extra]
+
+
+def train_in_process(folder: Path, out: Path, *extra: str) -> train_fns.Nets:
+    """train.py's run() in this process, on one thread: tiny models gain nothing from more, and
+    every run (in or out of process) must round alike for the bit-for-bit comparisons."""
+    import train
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train.run(vars(utils.prepare_parser().parse_args(base_flags(folder, out, *extra))))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "_stamp"}
+            for line in path.read_text().splitlines()]
+
+
+def assert_same_weights(dir_a: Path, dir_b: Path, suffix: str | None = None) -> None:
+    for item in ("G", "D", "G_ema", "G_optim", "D_optim"):
+        a = torch.load(dir_a / checkpoints.file_name(item, suffix), weights_only=True)
+        b = torch.load(dir_b / checkpoints.file_name(item, suffix), weights_only=True)
+        flat_a, flat_b = (torch.utils._pytree.tree_flatten(s)[0] for s in (a, b))
+        assert len(flat_a) == len(flat_b)
+        for va, vb in zip(flat_a, flat_b):
+            assert (torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb), item
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(fmnist_folder, tmp_path_factory) -> Path:
+    """6 iterations in one run, saving every 2."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train_in_process(fmnist_folder, out, "--num_iters", "6", "--save_every", "2")
+    return out
+
+
+def test_run_writes_checkpoints_samples_logs_and_metrics(fmnist_folder, tmp_path):
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "4", "--save_every", "2", "--test_every", "2",
+                     "--use_ema", "--which_best", "FID", "--G_eval_mode", "--accumulate_stats", "--mybn")
+    weights = tmp_path / "weights" / "tiny"
+    for suffix in (None, "copy0", "copy1", "best0"):
+        assert checkpoints.is_complete(weights, suffix), suffix
+        for item in ("G", "D", "G_ema", "G_optim", "D_optim", "state_dict"):
+            assert (weights / checkpoints.file_name(item, suffix)).is_file()
+    state = checkpoints.load_state_dict_file(weights)
+    assert {"itr", "epoch", "save_num", "save_best_num", "best_IS", "best_FID", "config", "rng",
+            "data_position"} <= set(state)
+    assert state["itr"] == 4 and state["data_position"]["batches"] == 4 and state["save_num"] == 0
+    assert json.loads((weights / "config.json").read_text())["n_classes"] == 10
+    tests = read_jsonl(tmp_path / "logs" / "tiny_log.jsonl")
+    assert [t["itr"] for t in tests] == [2, 4]
+    assert all(np.isfinite([t[k] for k in ("IS_mean", "FID", "P", "R", "D", "C")]).all() for t in tests)
+    assert state["best_FID"] == min(t["FID"] for t in tests)
+    losses_log = read_jsonl(tmp_path / "logs" / "tiny" / "losses.jsonl")
+    assert [r["itr"] for r in losses_log] == [1, 2, 3, 4]
+    assert {"G_loss", "D_loss_real", "D_loss_fake"} <= set(losses_log[0])
+    svs = read_jsonl(tmp_path / "logs" / "tiny" / "sv.jsonl")
+    assert [r["itr"] for r in svs] == [2, 4] and any(k.startswith("G_") for k in svs[0])
+    samples = tmp_path / "samples" / "tiny"
+    for name in ("fixed_samples2.jpg", "fixed_samples4.jpg", "2/samples0.png", "4/interpZY0.png",
+                 "4/interpZ0.png", "4/interpY0.png"):
+        assert (samples / name).is_file(), name
+    assert not list(tmp_path.rglob("*.tmp"))
+    # The same experiment name again refuses to overwrite it.
+    with pytest.raises(utils.UserError, match="--resume"):
+        train_in_process(fmnist_folder, tmp_path, "--num_iters", "2")
+
+
+def test_resume_is_bit_identical(fmnist_folder, uninterrupted, tmp_path):
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "3", "--save_every", "2")
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "6", "--save_every", "2", "--resume")
+    assert_same_weights(uninterrupted / "weights" / "tiny", tmp_path / "weights" / "tiny")
+    for stream in ("losses.jsonl", "sv.jsonl"):
+        assert read_jsonl(uninterrupted / "logs" / "tiny" / stream) == read_jsonl(tmp_path / "logs" / "tiny" / stream)
+    assert checkpoints.load_state_dict_file(tmp_path / "weights" / "tiny")["data_position"]["batches"] == 6
+
+
+def test_training_modes_resume_bit_identical(fmnist_folder, tmp_path):
+    """DiffAugment + InsGen + Re-GAN wired in; resuming inside a sparse phase is exact."""
+    modes = ["--diffaug", "color,translation,cutout", "--insgen", "--insgen_real_queue", "8",
+             "--insgen_fake_queue", "8", "--regan", "--regan_interval", "2", "--regan_warmup", "1",
+             "--save_every", "2"]
+    train_in_process(fmnist_folder, tmp_path / "a", "--num_iters", "5", *modes)
+    train_in_process(fmnist_folder, tmp_path / "b", "--num_iters", "3", *modes)  # itr 2-3 sparse
+    train_in_process(fmnist_folder, tmp_path / "b", "--num_iters", "5", "--resume", *modes)
+    a, b = tmp_path / "a" / "weights" / "tiny", tmp_path / "b" / "weights" / "tiny"
+    assert_same_weights(a, b)
+    for item in ("InsGen", "InsGen_optim", "ReGAN"):
+        flat_a, flat_b = (torch.utils._pytree.tree_flatten(torch.load(d / f"{item}.pth", weights_only=True))[0]
+                          for d in (a, b))
+        assert all(torch.equal(p, q) if isinstance(p, torch.Tensor) else p == q for p, q in zip(flat_a, flat_b))
+    logs = [read_jsonl(d / "logs" / "tiny" / "modes.jsonl") for d in (tmp_path / "a", tmp_path / "b")]
+    assert logs[0] == logs[1] and logs[0][2]["regan_sparsity"] == pytest.approx(0.3, abs=0.01)
+    assert {"insgen_real", "insgen_fake", "insgen_g"} <= set(logs[0][-1])
+
+
+KILLER = '''
+import os, signal, sys
+import checkpoints, train, utils
+calls = {"n": 0}
+real_write = checkpoints._write_bytes
+def write_then_die(data, path):
+    calls["n"] += 1
+    if calls["n"] == int(os.environ["KILL_AT_WRITE"]):
+        with checkpoints.atomic_path(path) as tmp:   # die half-way through the temp file
+            tmp.write_bytes(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    real_write(data, path)
+checkpoints._write_bytes = write_then_die
+utils.run_cli(train.main, sys.argv[1:])
+'''
+
+
+def test_sigkill_during_checkpoint_write_resumes_from_complete_set(fmnist_folder, uninterrupted, tmp_path,
+                                                                   run_py):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    flags = base_flags(fmnist_folder, tmp_path, "--num_iters", "6", "--save_every", "2")
+    # Writes 1-12 are the sets at itr 2; 13-18 copy1 at itr 4; 19 the main G.pth at itr 4.
+    # One thread, as the in-process reference run: CPU kernels may round differently otherwise.
+    proc = run_py(str(script), *flags, env={"KILL_AT_WRITE": "20", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    weights = tmp_path / "weights" / "tiny"
+    assert list(weights.glob(".G_optim.pth.*.tmp"))  # the write it died in
+    assert not checkpoints.is_complete(weights, None)  # G.pth from itr 4, the rest from itr 2
+    assert checkpoints.find_resume_suffix(weights) == "copy1"
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "6", "--save_every", "2", "--resume")
+    assert_same_weights(uninterrupted / "weights" / "tiny", weights)
+    assert read_jsonl(uninterrupted / "logs" / "tiny" / "losses.jsonl") == read_jsonl(tmp_path / "logs" / "tiny" / "losses.jsonl")
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_checkpoint(fmnist_folder, tmp_path, run_py):
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "2", "--save_every", "2", "--num_save_copies", "0")
+    weights = tmp_path / "weights" / "tiny"
+    items = {k: torch.load(weights / f"{k}.pth", weights_only=True)
+             for k in ("G", "G_optim", "D", "D_optim", "G_ema")}
+    items["D"]["linear.bias"].fill_(float("nan"))  # a corrupted but consistent checkpoint
+    state = checkpoints.load_state_dict_file(weights)
+    checkpoints.save_checkpoint(weights, items, {k: v for k, v in state.items() if k != "files"})
+    before = {p.name: p.read_bytes() for p in weights.iterdir()}
+    proc = run_py("train.py", *base_flags(fmnist_folder, tmp_path, "--num_iters", "4", "--resume"))
+    assert proc.returncode == 2
+    assert "non-finite loss at iteration 3" in proc.stderr and "last good checkpoint" in proc.stderr
+    assert {p.name: p.read_bytes() for p in weights.iterdir()} == before
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "4", "--resume", "--skip_nonfinite")
+    skipped = read_jsonl(tmp_path / "logs" / "tiny" / "losses.jsonl")[-1]
+    assert skipped["itr"] == 4 and skipped["skipped_D_steps"] == 1
+
+
+DDP_RUNNER = '''
+import json, sys, torch
+import distributed, train, utils
+nets = train.run(vars(utils.prepare_parser().parse_args(sys.argv[2:])))
+flat = torch.cat([p.detach().flatten() for m in (nets.G, nets.D, nets.G_ema) for p in m.parameters()])
+both = distributed.all_gather_cat(flat[None])
+if distributed.is_main_process():
+    json.dump({"world": distributed.world_size(), "max_diff": float((both[0] - both[1]).abs().max())},
+              open(sys.argv[1], "w"))
+distributed.cleanup()
+'''
+
+
+def test_two_process_ddp_keeps_ranks_identical_and_writes_once(fmnist_folder, tmp_path, repo_root):
+    script, result = tmp_path / "ddp_runner.py", tmp_path / "result.json"
+    script.write_text(DDP_RUNNER)
+    flags = base_flags(fmnist_folder, tmp_path, "--num_iters", "3", "--save_every", "2", "--batch_size", "8")
+    env = dict(os.environ, PYTHONPATH=str(repo_root), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(result), *flags], cwd=repo_root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(result.read_text())
+    assert out == {"world": 2, "max_diff": 0.0}
+    assert [r["itr"] for r in read_jsonl(tmp_path / "logs" / "tiny" / "losses.jsonl")] == [1, 2, 3]
+    weights = tmp_path / "weights" / "tiny"
+    assert checkpoints.is_complete(weights) and checkpoints.load_state_dict_file(weights)["itr"] == 3
+    assert len(checkpoints.load_state_dict_file(weights)["rng"]) == 2
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+LAUNCH_OVERRIDES = ["--G_ch", "8", "--D_ch", "8", "--batch_size", "4", "--num_iters", "2", "--num_workers", "0",
+                    "--resolution", "32", "--device", "cpu", "--pbar", "none"]
+
+
+@pytest.mark.parametrize("script, extra", [
+    ("scripts/launch_SAGAN_res64_ch32_bs128_dstep_1_rr40.sh",
+     ["--D_attn", "16", "--embedding", "efficientnet_lite0", "--embedding_res", "64"]),
+    ("scripts/launch_BigGAN_bs256x8.sh", ["--G_attn", "16", "--D_attn", "16", "--amp", "bf16",
+                                          "--batch_size", "2"]),
+])
+def test_launch_command_lines_run_two_iterations(fmnist_folder, tmp_path, repo_root, script, extra):
+    flags = ["--dataset", "custom", "--data_root", str(fmnist_folder), "--base_root", str(tmp_path),
+             "--selection_cache_dir", str(tmp_path / "cache"), *LAUNCH_OVERRIDES, *extra]
+    env = dict(os.environ, PYTHONPATH=str(repo_root), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(["bash", str(repo_root / script), *flags], cwd=repo_root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if "--amp" in extra:
+        assert "--amp bf16 only applies on CUDA" in proc.stdout + proc.stderr
+    (run_dir,) = (tmp_path / "weights").iterdir()
+    state = checkpoints.load_state_dict_file(run_dir)
+    assert state["itr"] == 2 and checkpoints.is_complete(run_dir)

@@ -1,0 +1,314 @@
+"""Train a BigGAN (with instance selection when --retention_ratio < 100).
+
+    python train.py --dataset FMNIST32 --batch_size 64 --num_iters 2000 ...   # one process
+    torchrun --nproc_per_node=8 train.py ...                                  # DDP, 8 GPUs
+    python train.py ... --resume                                              # continue a run
+
+The loop below is BigGAN-PyTorch's train.py: build everything from the config, then for
+every loader batch run one iteration (train_fns), log, test every `test_every` and save
+every `save_every` iterations. Checkpoints are crash-proof and a resumed run continues
+bit for bit (RNG states and the data position are saved with the weights).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+import BigGAN
+import checkpoints
+import distributed as dist_utils
+import loaders
+import train_fns
+import utils
+from io_utils import atomic_write_json
+from training_utils import (EMA, MetricsLog, NoiseSampler, TrainLog, build_optimizer, get_SVs,
+                            tune_cpu_allocator)
+
+FRESH_STATE = {"itr": 0, "epoch": 0, "save_num": 0, "save_best_num": 0, "best_IS": 0,
+               "best_FID": 999999}
+
+
+def _wrap(G: nn.Module, D: nn.Module, config: dict, device: torch.device) -> train_fns.Nets:
+    """DDP under torchrun, DataParallel for --parallel on several GPUs of one process."""
+    if dist_utils.is_distributed():
+        ids = [device.index] if device.type == "cuda" else None
+        return train_fns.Nets(G, D, G_train=nn.parallel.DistributedDataParallel(G, device_ids=ids),
+                              D_train=nn.parallel.DistributedDataParallel(D, device_ids=ids), D_frozen=D)
+    if config["parallel"] and device.type == "cuda" and torch.cuda.device_count() > 1:
+        G_dp, D_dp = nn.DataParallel(G), nn.DataParallel(D)
+        return train_fns.Nets(G, D, G_train=G_dp, D_train=D_dp, D_frozen=D_dp)
+    if config["parallel"]:
+        dist_utils.print0("--parallel: one device visible, running in one process "
+                          "(use torchrun --nproc_per_node=N for DDP)")
+    return train_fns.Nets(G, D)
+
+
+def _build_modes(G: nn.Module, D: nn.Module, config: dict, n_train: int) -> train_fns.Modes:
+    """The optional training modes asked for by --diffaug / --insgen / --regan."""
+    modes = train_fns.Modes(diffaug=config["diffaug"])
+    if config["diffaug"]:
+        from diffaug import parse_policy
+        parse_policy(config["diffaug"])  # fail at start-up on a bad policy
+    if config["insgen"]:
+        from insgen import InsGen
+        modes.insgen = InsGen.from_config(D, config, n_train).to(next(D.parameters()).device)
+        modes.insgen_optim = torch.optim.Adam(modes.insgen.trainable_parameters(), lr=D.lr,
+                                              betas=(D.B1, D.B2), eps=D.adam_eps, foreach=True)
+    if config["regan"]:
+        from regan import ReGAN
+        modes.regan = ReGAN.from_config(G, config)
+    return modes
+
+
+def _prepare_metrics(config: dict):
+    """inception_utils' metric function, prepared once (fails early if moments are missing)."""
+    import inception_utils
+    return inception_utils.prepare_inception_metrics(config)
+
+
+def _rank_seed(seed: int) -> int:
+    """A different noise stream per DDP rank (rank 0 keeps the single-process stream)."""
+    return int(np.random.SeedSequence([seed, dist_utils.rank()]).generate_state(1)[0])
+
+
+def _gather_rng() -> list[dict]:
+    """Every rank's RNG states, in rank order (collective under DDP)."""
+    state = checkpoints.capture_rng_state()
+    if not dist_utils.is_distributed():
+        return [state]
+    states = [None] * dist_utils.world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def log_iteration(train_log: TrainLog, itr: int, metrics: dict, G: nn.Module, D: nn.Module,
+                  modes: train_fns.Modes, config: dict) -> None:
+    """Losses (and mode stats) every --log_every or when a step was skipped; SVs every --sv_log_interval."""
+    if itr % config["log_every"] == 0 or metrics["skipped_D_steps"] or metrics["skipped_G_steps"]:
+        for name, value in metrics.items():
+            train_log.report(name, value)
+        if modes.regan is not None:
+            for name, value in modes.regan.stats().items():
+                train_log.report(f"modes/{name}", value)
+        if modes.insgen is not None:
+            for name, value in {**modes.insgen.stats, **modes.insgen.queue_fill()}.items():
+                train_log.report(f"modes/{name}", value)
+    if config["sv_log_interval"] > 0 and itr % config["sv_log_interval"] == 0:
+        for name, value in {**get_SVs(G, "G"), **get_SVs(D, "D")}.items():
+            train_log.report(f"sv/{name}", value)
+    train_log.write(itr)
+
+
+def run(config: dict) -> train_fns.Nets:
+    """Train as described by `config` (the parsed flags); returns the trained networks."""
+    utils.validate_config(config)
+    legacy = [f for f in ("G_fp16", "D_fp16", "G_mixed_precision", "D_mixed_precision") if config[f]]
+    if legacy and config["amp"] == "none":
+        dist_utils.print0(f"note: --{' --'.join(legacy)} now mean --amp fp16 (autocast + loss scaling)")
+        config["amp"] = "fp16"
+    try:
+        utils.prepare_root(config)
+    except OSError as err:
+        raise utils.UserError(f"cannot create the output folders ({err}); make them writable or choose "
+                              f"another --weights_root / --logs_root / --samples_root / --base_root") from None
+    experiment_name = utils.experiment_name(config)
+    weights_dir = Path(config["weights_root"]) / experiment_name
+    # Rank 0 (known from torchrun's RANK before the process group exists) guards the experiment.
+    with checkpoints.run_lock(weights_dir, enabled=int(os.environ.get("RANK", "0")) == 0):
+        return _train(config, experiment_name, weights_dir)
+
+
+def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.Nets:
+    """Everything after the experiment is locked: data, models, resume, the loop."""
+    device = utils.resolve_device(config["device"])
+    tune_cpu_allocator()
+    dist_utils.init_distributed(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    elif config["amp"] != "none":
+        dist_utils.print0(f"warning: --amp {config['amp']} only applies on CUDA; training in fp32 on {device}")
+    dist_utils.print0(f"Experiment name is {experiment_name}")
+
+    if config["load_weights"] and not config["resume"]:
+        raise utils.UserError("--load_weights picks the checkpoint that --resume continues "
+                              "(copyN, bestN); pass --resume too")
+    state_dict = dict(FRESH_STATE)
+    resume_suffix = None
+    if config["resume"]:
+        resume_suffix = config["load_weights"] or checkpoints.find_resume_suffix(weights_dir)
+        state_dict.update({k: v for k, v in checkpoints.load_state_dict_file(weights_dir, resume_suffix).items()
+                           if k in FRESH_STATE})
+        dist_utils.print0(f"Resuming from {weights_dir} ({checkpoints.file_name('state_dict', resume_suffix)}, "
+                          f"iteration {state_dict['itr']})")
+    elif checkpoints.has_checkpoint(weights_dir):  # a second run would overwrite the first one's
+        raise utils.UserError(f"experiment '{experiment_name}' already has checkpoints in {weights_dir}; "
+                              f"pass --resume to continue it, or choose another --experiment_name")
+
+    # Data first: the number of classes of a custom folder is only known from the data.
+    train_loader = utils.get_data_loaders(config, start_itr=state_dict["itr"])[0]
+    dataset = train_loader.dataset
+    config["n_classes"] = int(dataset.n_classes)
+    config["resolution"] = config["resolution"] or int(dataset.resolution)
+    batches_per_epoch = train_loader.sampler.per_rank // train_loader.batch_size
+    if config["resume"] and not config["use_multiepoch_sampler"]:
+        state_dict["epoch"] = state_dict["itr"] // batches_per_epoch
+
+    utils.seed_rng(config["seed"])
+    G, D = BigGAN.build_models(config)
+    G_ema = copy.deepcopy(G) if config["ema"] else None
+    if config["cross_replica"] and dist_utils.is_distributed():
+        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
+    G, D = G.to(device), D.to(device)
+    G_ema = G_ema.to(device) if G_ema is not None else None
+    dist_utils.print0("Number of params in G: {} D: {}".format(
+        *[sum(p.numel() for p in net.parameters()) for net in (G, D)]))
+    G_optim, D_optim = build_optimizer(G), build_optimizer(D)
+    ema = EMA(G, G_ema, config["ema_decay"], config["ema_start"]) if G_ema is not None else None
+    modes = _build_modes(G, D, config, len(dataset))
+    scalers = (BigGAN.grad_scaler(config, device), BigGAN.grad_scaler(config, device))
+
+    saved = {}
+    if config["resume"]:
+        saved = checkpoints.load_weights(weights_dir, resume_suffix, G=G, D=D, G_ema=G_ema,
+                                         G_optim=G_optim, D_optim=D_optim)
+        modes.load(weights_dir, resume_suffix)
+        for scaler, key in zip(scalers, ("D", "G")):
+            if saved.get("scalers", {}).get(key):
+                scaler.load_state_dict(saved["scalers"][key])
+    for net in (G, D, G_ema):
+        if net is not None:
+            BigGAN.apply_speed_flags(net, config, device)
+    nets = _wrap(G, D, config, device)
+    nets.G_ema, nets.use_ema = G_ema, config["use_ema"]
+
+    # Logs: losses/SVs under logs/<experiment>/, one line per test in logs/<experiment>_log.jsonl.
+    train_log = TrainLog(Path(config["logs_root"]) / experiment_name, reinitialize=not config["resume"],
+                         tensorboard=config["tensorboard"])
+    test_log = MetricsLog(Path(config["logs_root"]) / f"{experiment_name}_log.jsonl",
+                          reinitialize=not config["resume"])
+    if config["resume"]:
+        train_log.truncate(state_dict["itr"])
+        test_log.truncate(state_dict["itr"])
+    if dist_utils.is_main_process():
+        atomic_write_json(Path(config["logs_root"]) / experiment_name / "config.json", config)
+    total = config["num_iters"] or batches_per_epoch * config["num_epochs"]
+    # Prepared up front so that missing Inception moments fail now, not after the first test_every.
+    get_metrics = _prepare_metrics(config) if total >= config["test_every"] else None
+
+    # z_/y_ for training come from the global RNG (BigGAN-PyTorch); the fixed sheet's from the seed.
+    G_batch_size = max(config["G_batch_size"], config["batch_size"]) // dist_utils.world_size()
+    noise = NoiseSampler(G_batch_size, G.dim_z, config["n_classes"], device, config["z_var"])
+    fixed = NoiseSampler(G_batch_size, G.dim_z, config["n_classes"], device, config["z_var"],
+                         train_fns.sample_generator(config, device, 0)).sample_()
+    train = train_fns.GAN_training_function(nets, G_optim, D_optim, noise, ema, state_dict, config,
+                                            device, scalers, modes)
+    data_id = {"n": len(dataset), "world_size": dist_utils.world_size(),
+               "loader_batch": loaders.loader_batch_size(config), "seed": config["seed"]}
+
+    def extra_state() -> dict:
+        # Collective under DDP: every rank calls it at the same iterations.
+        return {"config": config, "rng": _gather_rng(), "data_position": {"batches": state_dict["itr"], **data_id},
+                "scalers": {"D": scalers[0].state_dict(), "G": scalers[1].state_dict()}}
+
+    def checkpoint() -> None:
+        if config["G_eval_mode"]:
+            G.eval()
+            if G_ema is not None:
+                G_ema.eval()
+        train_fns.save_and_sample(nets, G_optim, D_optim, state_dict, config, experiment_name, fixed,
+                                  extra_state(), device, modes)
+
+    # Exact resume: the RNG streams continue where the checkpoint left them.
+    if config["resume"]:
+        if saved.get("data_position", {}) and {k: saved["data_position"].get(k) for k in data_id} != data_id:
+            dist_utils.print0(f"warning: the data changed since the checkpoint ({saved['data_position']} "
+                              f"vs {data_id}); training continues but not on the exact same batches")
+        rng = saved.get("rng", [])
+        if len(rng) == dist_utils.world_size():
+            checkpoints.restore_rng_state(rng[dist_utils.rank()])
+        else:
+            dist_utils.print0("warning: the checkpoint's RNG states are for another number of "
+                              "processes; reseeding")
+            torch.manual_seed(_rank_seed(config["seed"] + state_dict["itr"]))
+    elif dist_utils.rank() > 0:
+        torch.manual_seed(_rank_seed(config["seed"]))
+
+    pbar = tqdm(total=total, initial=state_dict["itr"], dynamic_ncols=True,
+                disable=not dist_utils.is_main_process() or config["pbar"] == "none")
+    dist_utils.print0(f"Beginning training at epoch {state_dict['epoch']} (iteration {state_dict['itr']})...")
+    last_saved, start = state_dict["itr"], time.time()
+    # Resumed from a copy (the main set was cut short by a crash): the final save repairs it.
+    main_set_current = (config["resume"] and checkpoints.is_complete(weights_dir) and
+                        checkpoints.load_state_dict_file(weights_dir)["itr"] == state_dict["itr"])
+    epochs = range(state_dict["epoch"], state_dict["epoch"] + 1 if config["use_multiepoch_sampler"]
+                   else config["num_epochs"])
+    for epoch in epochs:
+        for x, y in train_loader:
+            if config["num_iters"] and state_dict["itr"] >= config["num_iters"]:
+                break
+            state_dict["itr"] += 1
+            itr = state_dict["itr"]
+            G.train()
+            D.train()
+            if G_ema is not None:
+                G_ema.train()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            try:
+                metrics = train(x, y)
+            except train_fns.NonFiniteLossError as err:
+                raise utils.UserError(
+                    f"{err}; stopped without saving: the last good checkpoint in {weights_dir} "
+                    f"(iteration {last_saved}) is kept. Lower --G_lr/--D_lr, check the data, or pass "
+                    f"--skip_nonfinite to skip such steps") from None
+            except torch.OutOfMemoryError:
+                raise utils.UserError(
+                    f"out of memory at iteration {itr} on {device} with --batch_size "
+                    f"{config['batch_size']}; halve --batch_size and double --num_D_accumulations and "
+                    f"--num_G_accumulations to keep the same effective batch, or try --amp bf16") from None
+
+            log_iteration(train_log, itr, metrics, G, D, modes, config)
+            pbar.update(1)
+            pbar.set_postfix({k: f"{v:+.3f}" for k, v in metrics.items() if not k.startswith("skipped")},
+                             refresh=False)
+
+            if itr % config["test_every"] == 0:
+                if config["G_eval_mode"]:
+                    G.eval()
+                train_fns.test(nets, G_optim, D_optim, state_dict, config, experiment_name, get_metrics,
+                               test_log, extra_state(), device, modes)
+            if itr % config["save_every"] == 0:
+                checkpoint()
+                last_saved, main_set_current = itr, True
+        else:
+            state_dict["epoch"] += 1
+            continue
+        break
+    if state_dict["itr"] != last_saved or not main_set_current:
+        checkpoint()
+    pbar.close()
+    train_log.close()
+    dist_utils.print0(f"Done: {state_dict['itr']} iterations in {time.time() - start:.1f} s; "
+                      f"checkpoints in {weights_dir}")
+    return nets
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and train."""
+    config = vars(utils.prepare_parser().parse_args(argv))
+    try:
+        run(config)
+    except OSError as err:  # a full disk, a read-only folder: one line, not a traceback
+        raise utils.UserError(err.strerror if err.strerror and "cannot" in err.strerror else str(err)) from None
+    finally:
+        dist_utils.cleanup()
+
+
+if __name__ == "__main__":
+    utils.run_cli(main)

@@ -154,8 +154,9 @@ def find_resume_suffix(folder: str | Path) -> str | None:
         if best_key is None or key > best_key:
             best_key, best_suffix = key, suffix
     if best_key is None:
-        raise FileNotFoundError(f"no complete checkpoint in {folder}; run without --resume "
-                                f"to start this experiment from scratch")
+        raise FileNotFoundError(f"no complete checkpoint in {folder} (every set is missing files or "
+                                f"damaged); restore one from a backup, or move/delete that folder (or "
+                                f"choose another --experiment_name) to start over")
     return best_suffix
 
 
@@ -177,7 +178,13 @@ def load_weights(folder: str | Path, suffix: str | None = None, *, G: nn.Module 
     state = load_state_dict_file(folder, suffix)
     for item, target in (("G", G), ("D", D), ("G_ema", G_ema)):
         if target is not None:
-            target.load_state_dict(_load(folder / file_name(item, suffix)), strict=strict)
+            try:
+                target.load_state_dict(_load(folder / file_name(item, suffix)), strict=strict)
+            except RuntimeError as err:  # size mismatch / missing keys: other architecture flags
+                detail = " ".join(str(err).split("\n\t")[1:2]) or str(err).splitlines()[0]
+                raise ValueError(f"{file_name(item, suffix)} in {folder} does not fit this {item} ({detail}); "
+                                 f"use the architecture flags of that run (see its config.json, e.g. "
+                                 f"--G_ch/--D_ch)") from None
     for item, optim in (("G_optim", G_optim), ("D_optim", D_optim)):
         if optim is not None:
             optim.load_state_dict(_load(folder / file_name(item, suffix)))

@@ -102,7 +102,7 @@ def _add_init_optim_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--D_B1", type=float, default=0.0, help="D Adam beta1")
     g.add_argument("--G_B2", type=float, default=0.999, help="G Adam beta2")
     g.add_argument("--D_B2", type=float, default=0.999, help="D Adam beta2")
-    g.add_argument("--batch_size", type=int, default=64, help="Per-process batch size (default: %(default)s)")
+    g.add_argument("--batch_size", type=int, default=64, help="Batch size of one D/G micro-step, all processes together (default: %(default)s)")
     g.add_argument("--G_batch_size", type=int, default=0, help="G batch size when sampling; 0 = batch_size")
     g.add_argument("--num_G_accumulations", type=int, default=1, help="Micro-batches per G step")
     g.add_argument("--num_D_steps", type=int, default=2, help="D steps per G step (default: %(default)s)")
@@ -174,7 +174,7 @@ def _add_bookkeeping_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--name_suffix", type=str, default="", help="Suffix of the experiment name")
     g.add_argument("--experiment_name", type=str, default="", help="Override the generated experiment name")
     g.add_argument("--config_from_name", action="store_true", default=False,
-                   help="Read the config JSON stored with --experiment_name instead of the flags")
+                   help="Accepted for BigGAN-PyTorch compatibility; sample.py always reads the run's config.json")
     g.add_argument("--ema", action="store_true", default=False, help="Keep an EMA copy of G")
     g.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (default: %(default)s)")
     g.add_argument("--use_ema", action="store_true", default=False, help="Sample/test with the EMA copy of G")
@@ -182,9 +182,12 @@ def _add_bookkeeping_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--load_weights", type=str, default="",
                    help="Suffix of the weights to load: '' (latest), copyN, bestN")
     g.add_argument("--resume", action="store_true", default=False, help="Resume the run of this experiment name")
-    g.add_argument("--logstyle", type=str, default="%3.3e", help="Format of floats in the text logs")
-    g.add_argument("--log_G_spectra", action="store_true", default=False, help="Log G's singular values")
-    g.add_argument("--log_D_spectra", action="store_true", default=False, help="Log D's singular values")
+    g.add_argument("--logstyle", type=str, default="%3.3e",
+                   help="Accepted for BigGAN-PyTorch compatibility; logs are JSON lines with full floats")
+    g.add_argument("--log_G_spectra", action="store_true", default=False,
+                   help="Accepted for compatibility; G's and D's singular values are always logged (sv.jsonl)")
+    g.add_argument("--log_D_spectra", action="store_true", default=False,
+                   help="Accepted for compatibility; see --log_G_spectra")
     g.add_argument("--sv_log_interval", type=int, default=10, help="Iterations between SV logs")
     g.add_argument("--log_every", type=int, default=50, help="Iterations between loss log lines")
     g.add_argument("--tensorboard", action="store_true", default=False,

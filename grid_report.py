@@ -147,7 +147,8 @@ def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[
                     if (d / "summary.json").exists()), None)
     lines = [f"# {title or 'Instance selection grid: ' + grid}", "",
              markdown_table(records),
-             f"All cells: `{config['dataset']}` at {config['resolution'] or 'its'} px"
+             f"All cells: `{config['dataset']}` at "
+             f"{str(config['resolution']) + ' px' if config['resolution'] else 'its native resolution'}"
              + (f" ({n_total} training images)" if n_total else "") + f", seed {config['seed']}, "
              f"{config['num_iters']} iterations at batch {config['batch_size']}, G_ch {config['G_ch']} / "
              f"D_ch {config['D_ch']}, attention G {config['G_attn']} / D {config['D_attn']}. Metrics against the "

@@ -25,6 +25,7 @@ import BigGAN
 import checkpoints
 import distributed as dist_utils
 import loaders
+import sync_batchnorm
 import train_fns
 import utils
 from io_utils import atomic_write_json
@@ -164,7 +165,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.N
     G, D = BigGAN.build_models(config)
     G_ema = copy.deepcopy(G) if config["ema"] else None
     if config["cross_replica"] and dist_utils.is_distributed():
-        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        G = sync_batchnorm.convert_model(G, device=device)
     G, D = G.to(device), D.to(device)
     G_ema = G_ema.to(device) if G_ema is not None else None
     dist_utils.print0("Number of params in G: {} D: {}".format(

@@ -327,7 +327,7 @@ def test_sigkill_at_the_final_rename_then_resume_leaves_a_complete_main_set(trai
 def test_sigkill_during_make_hdf5_keeps_no_partial_file_and_rerun_matches(fmnist_root, tmp_path, launcher):
     import datasets
     out = tmp_path / "FMNIST32.hdf5"
-    n = 4000
+    n = 60000  # all of it: ~3 s here, so a kill within 0.2 s of the temp file lands mid-write
     args = ["--dataset", "FMNIST32", "--data_root", str(fmnist_root), "--out", str(out),
             "--num_workers", "0", "--batch_size", "100", "--max_images", str(n)]
     rng = random.Random(SEED + 1)

@@ -18,14 +18,7 @@ import utils
 
 def main(argv: list[str] | None = None) -> dict:
     """Compute and save the moments of the dataset named by the flags; returns them."""
-    config = vars(utils.prepare_parser().parse_args(argv))
-    import datasets  # after parsing, so --help stays fast
-    device = utils.resolve_device(config["device"])
-    distributed.init_distributed(device)
-    dataset = datasets.get_dataset(config["dataset"], config["data_root"],
-                                   resolution=config["resolution"] or None)
-    net = inception_utils.load_feature_net(config["feature_net"], config["inception_weights"], device,
-                                           config["feature_res"])
+    config, dataset, net = inception_utils.reference_pass_setup(argv)
     distributed.print0(f"Moments of {config['dataset']} ({len(dataset)} images) with "
                        f"{inception_utils.FEATURE_NETS[config['feature_net']]['label']}")
     moments = inception_utils.compute_moments(dataset, net, config["batch_size"], config["num_workers"],

@@ -323,6 +323,20 @@ def load_manifold(path: str | Path, net: backbones.FeatureNet) -> np.ndarray:
     return _read_npz(path, net, "prepare_manifold.py")["features"]
 
 
+def reference_pass_setup(argv: list[str] | None) -> tuple[dict, Any, backbones.FeatureNet]:
+    """Parse the flags of calculate_inception_moments.py / prepare_manifold.py and load the
+    (original, unselected) dataset and the feature network they describe."""
+    import datasets  # after parsing, so --help stays fast
+    import utils
+    config = vars(utils.prepare_parser().parse_args(argv))
+    device = utils.resolve_device(config["device"])
+    distributed.init_distributed(device)
+    dataset = datasets.get_dataset(config["dataset"], config["data_root"],
+                                   resolution=config["resolution"] or None)
+    net = load_feature_net(config["feature_net"], config["inception_weights"], device, config["feature_res"])
+    return config, dataset, net
+
+
 # --------------------------------------------------------------------------- training hook
 def prepare_inception_metrics(config: dict, device: torch.device | str | None = None,
                               resolution: int | None = None) -> Callable[..., dict[str, float]]:

@@ -34,20 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import distributed
+from distributed import unwrap
 from diffaug import DiffAugment, parse_policy, rand_translation
 
 QUEUE_FRACTION = 0.05   # InsGen: both queues default to 5 % of the training images
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The plain module under DDP / DataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        else:
-            return module
 
 
 def default_queue_size(n_train: int, requested: int = 0) -> int:

@@ -18,14 +18,7 @@ import utils
 
 def main(argv: list[str] | None = None):
     """Compute and save the real manifold of the dataset named by the flags; returns the features."""
-    config = vars(utils.prepare_parser().parse_args(argv))
-    import datasets  # after parsing, so --help stays fast
-    device = utils.resolve_device(config["device"])
-    distributed.init_distributed(device)
-    dataset = datasets.get_dataset(config["dataset"], config["data_root"],
-                                   resolution=config["resolution"] or None)
-    net = inception_utils.load_feature_net(config["feature_net"], config["inception_weights"], device,
-                                           config["feature_res"])
+    config, dataset, net = inception_utils.reference_pass_setup(argv)
     indices = inception_utils.manifold_indices(len(dataset), config["num_pr_images"], config["seed"])
     distributed.print0(f"Manifold of {len(indices)} of {len(dataset)} {config['dataset']} images "
                        f"(seed {config['seed']}) with {inception_utils.FEATURE_NETS[config['feature_net']]['label']}")

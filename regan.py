@@ -38,20 +38,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import distributed
+from distributed import unwrap
 
 PHASES = ("warmup", "sparse", "dense")
 DENSE_LR_SCALE = 0.1   # Re-GAN: the dense phase runs at lr / 10
 _BITS = (1, 2, 4, 8, 16, 32, 64, 128)
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    while True:
-        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        else:
-            return module
 
 
 def _weight_param(module: nn.Module) -> nn.Parameter | None:
@@ -68,7 +59,7 @@ def _weight_param(module: nn.Module) -> nn.Parameter | None:
 def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """{name: weight} of every Linear / Conv / ConvTranspose layer of `model` (names as in
     `model.named_parameters()`); biases, norm layers and embeddings are not included."""
-    model = _unwrap(model)
+    model = unwrap(model)
     name_of = {id(p): n for n, p in model.named_parameters()}
     found: dict[str, nn.Parameter] = {}
     for module in model.modules():
@@ -204,7 +195,7 @@ class ReGAN:
         if module is None:
             params = self.layers
         else:
-            params = dict(_unwrap(module).named_parameters())
+            params = dict(unwrap(module).named_parameters())
             missing = [n for n in self.masks if n not in params]
             if missing:
                 raise ValueError(f"Re-GAN cannot mask {type(module).__name__}: it lacks G's "

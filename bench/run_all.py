@@ -34,7 +34,7 @@ BENCHMARKS = [
     ("bench_selection.py", [], ["--classes", "4", "--sklearn_classes", "1", "--knn_n", "20000"]),
 ]
 # The figures RESULTS.md shows for each JSON line (others stay in results.jsonl).
-SHOWN = ("speedup", "speedup_vs_sqrtm", "speedup_vs_prdc", "speedup_vs_sklearn", "ratio", "ours_s",
+SHOWN = ("speedup", "ratio_to_plain", "cpu_ratio_to_plain", "speedup_vs_sqrtm", "speedup_vs_prdc", "speedup_vs_sklearn", "ratio", "ours_s",
          "reference_s", "sqrtm_s", "prdc_s", "sklearn_s", "ours_peak_extra_gib", "prdc_peak_extra_gib",
          "peak_rss_gib", "rel_diff", "max_abs_diff", "max_rel_score_diff", "n", "dim")
 

@@ -59,6 +59,12 @@ def _spectrum(xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return evals.clamp(min=0), proj
 
 
+def _zero_below_rounding(evals: torch.Tensor, other_dim: int) -> torch.Tensor:
+    """Eigenvalues of a PSD matrix with those below eigh's rounding error set to exactly 0."""
+    tol = float(evals.abs().max()) * max(len(evals), other_dim) * torch.finfo(evals.dtype).eps
+    return torch.where(evals > tol, evals, torch.zeros_like(evals))
+
+
 def gaussian_scores(x: np.ndarray | torch.Tensor, reg: float = GAUSSIAN_REG,
                     device: torch.device | None = None) -> np.ndarray:
     """Log-likelihood of each row under N(mean, cov/N-normalised + reg*I), in float64.
@@ -68,14 +74,24 @@ def gaussian_scores(x: np.ndarray | torch.Tensor, reg: float = GAUSSIAN_REG,
     x = _as_float64(x, device)
     n, d = x.shape
     xc = x - x.mean(0)
+    # A Cholesky factorisation is cheapest. When the features are so large that reg is below
+    # the float64 rounding of the covariance (a random-weight network's activations), it fails;
+    # then an eigendecomposition is used in which eigenvalues below the solver's rounding level
+    # count as exactly 0, as they are in exact arithmetic for rank-deficient features.
     if n >= d:
-        # Cholesky of the d x d covariance: cheaper than an eigendecomposition.
         cov = xc.T @ xc / n
         cov.diagonal().add_(reg)
-        chol = torch.linalg.cholesky(cov)
-        white = torch.linalg.solve_triangular(chol, xc.T, upper=False)
-        maha = white.square().sum(0)
-        logdet = 2.0 * chol.diagonal().log().sum()
+        chol, info = torch.linalg.cholesky_ex(cov)
+        if info == 0:
+            white = torch.linalg.solve_triangular(chol, xc.T, upper=False)
+            maha = white.square().sum(0)
+            logdet = 2.0 * chol.diagonal().log().sum()
+        else:
+            cov.diagonal().sub_(reg)
+            evals, vecs = torch.linalg.eigh(cov)
+            evals = _zero_below_rounding(evals, n) + reg
+            maha = ((xc @ vecs).square() / evals).sum(1)
+            logdet = evals.log().sum()
     else:
         # N < d, Woodbury on the N x N Gram G = xc xc^T with c = N*reg and M = G + c*I:
         # row j's Mahalanobis term is N * (1 - c * inv(M)_jj) and
@@ -83,11 +99,20 @@ def gaussian_scores(x: np.ndarray | torch.Tensor, reg: float = GAUSSIAN_REG,
         c = n * reg
         gram = xc @ xc.T
         gram.diagonal().add_(c)
-        chol = torch.linalg.cholesky(gram)
-        eye = torch.eye(n, dtype=chol.dtype, device=chol.device)
-        inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
-        maha = n * (1.0 - c * inv_chol.square().sum(0))
-        logdet = d * math.log(reg) + 2.0 * chol.diagonal().log().sum() - n * math.log(c)
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if info == 0:
+            eye = torch.eye(n, dtype=chol.dtype, device=chol.device)
+            inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
+            maha = n * (1.0 - c * inv_chol.square().sum(0))
+            logdet_m = 2.0 * chol.diagonal().log().sum()
+        else:
+            gram.diagonal().sub_(c)
+            evals, vecs = torch.linalg.eigh(gram)
+            evals = _zero_below_rounding(evals, d)
+            # 1 - c/(lam + c) = lam/(lam + c), written without the cancellation.
+            maha = n * (vecs.square() * (evals / (evals + c))).sum(1)
+            logdet_m = (evals + c).log().sum()
+        logdet = d * math.log(reg) + logdet_m - n * math.log(c)
     scores = -0.5 * (d * math.log(2 * math.pi) + logdet + maha)
     return scores.cpu().numpy()
 

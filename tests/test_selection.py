@@ -66,6 +66,26 @@ def test_ppca_uses_sklearn_component_count_and_noise():
                                pca.score_samples(x.astype(np.float32).astype(np.float64)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("n,d", [(60, 150), (300, 40)])
+def test_gaussian_scores_of_huge_rank_deficient_features(n, d):
+    """Activations so large that reg_covar is below float64 rounding (random-weight networks):
+    the Cholesky fails and the eigen fallback must still give the exact scores up to the
+    pool's constant, computed here in the r-dim coordinates where nothing is ill-conditioned."""
+    rng, rank, scale, reg = np.random.default_rng(d), 10, 1e7, de.GAUSSIAN_REG
+    z = rng.standard_normal((n, rank)) * np.linspace(1, 3, rank)
+    basis = np.linalg.qr(rng.standard_normal((d, rank)))[0]
+    x = scale * z @ basis.T + 5.0
+    with pytest.raises(np.linalg.LinAlgError):  # why the fallback is needed at this scale
+        np.linalg.cholesky((x - x.mean(0)).T @ (x - x.mean(0)) / n + reg * np.eye(d)
+                           if n >= d else (x - x.mean(0)) @ (x - x.mean(0)).T + n * reg * np.eye(n))
+    zc = scale * (z - z.mean(0))
+    cov_r = zc.T @ zc / n + reg * np.eye(rank)
+    maha = np.einsum("ij,ij->i", zc @ np.linalg.inv(cov_r), zc)
+    ours = de.gaussian_scores(x)
+    assert np.isfinite(ours).all()
+    np.testing.assert_allclose(ours - ours.mean(), -0.5 * (maha - maha.mean()), rtol=1e-6, atol=1e-6)
+
+
 def test_knn_blocks_duplicates_and_small_pools():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((300, 16)).astype(np.float32)

@@ -19,6 +19,7 @@ never factor a 2,048 x 2,048 matrix.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -61,6 +62,12 @@ def _spectrum(xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _zero_below_rounding(evals: torch.Tensor, other_dim: int) -> torch.Tensor:
     """Eigenvalues of a PSD matrix with those below eigh's rounding error set to exactly 0."""
+    warnings.warn("gaussian scores: reg_covar=1e-5 is below the float64 rounding of this pool's "
+                  "covariance (very large features, e.g. a random-weight network); the scores are "
+                  "computed from an eigendecomposition but, with fewer images than dimensions, they "
+                  "are nearly tied and the selection is close to arbitrary (the paper's random-"
+                  "embedding control); normalise the features or use ppca/nn_dist for a real ranking",
+                  RuntimeWarning, stacklevel=3)
     tol = float(evals.abs().max()) * max(len(evals), other_dim) * torch.finfo(evals.dtype).eps
     return torch.where(evals > tol, evals, torch.zeros_like(evals))
 

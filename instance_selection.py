@@ -408,14 +408,16 @@ def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for ax, idx in zip(axes.flat, shown):
         c = "all" if labels is None else str(int(pool_labels[idx[0]]))
-        ax.hist([scores[idx][kept_mask[idx]], scores[idx][~kept_mask[idx]]], bins=40, stacked=True,
+        # Relative to the threshold: nearly tied scores far from 0 still get finite bins.
+        rel = scores[idx] - per_class[c]["threshold"]
+        ax.hist([rel[kept_mask[idx]], rel[~kept_mask[idx]]], bins=40, stacked=True,
                 color=["tab:blue", "tab:red"], label=["kept", "removed"])
-        ax.axvline(per_class[c]["threshold"], color="k", linestyle="--", linewidth=1)
+        ax.axvline(0.0, color="k", linestyle="--", linewidth=1)
         ax.set_title(f"class {c}" if labels is not None else "all images", fontsize=9)
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"{result['meta']['measure']} scores (dashed: threshold)", fontsize=10)
+    fig.suptitle(f"{result['meta']['measure']} score minus the class's threshold (dashed)", fontsize=10)
     fig.tight_layout()
     _save_figure(fig, report_dir / "score_histogram.png")
     plt.close(fig)

@@ -81,7 +81,8 @@ def test_gaussian_scores_of_huge_rank_deficient_features(n, d):
     zc = scale * (z - z.mean(0))
     cov_r = zc.T @ zc / n + reg * np.eye(rank)
     maha = np.einsum("ij,ij->i", zc @ np.linalg.inv(cov_r), zc)
-    ours = de.gaussian_scores(x)
+    with pytest.warns(RuntimeWarning, match="reg_covar"):
+        ours = de.gaussian_scores(x)
     assert np.isfinite(ours).all()
     np.testing.assert_allclose(ours - ours.mean(), -0.5 * (maha - maha.mean()), rtol=1e-6, atol=1e-6)
 
@@ -218,6 +219,22 @@ def test_fmnist_uniform_counts_per_class(fmnist_root):
     data = datasets.get_dataset("FMNIST32", fmnist_root)
     keep = sel.get_keep_indices(None, data.labels, "uniform", 33.3)
     assert np.bincount(data.labels[keep]).tolist() == [1998] * 10  # round(0.333 * 6000)
+
+
+def test_report_of_nearly_tied_scores(fmnist_root, tmp_path):
+    """Scores 1e-9 apart at 1387 (a random embedding's gaussian scores) still get a histogram."""
+    data = datasets.get_dataset("FMNIST32", fmnist_root)
+    n = 40
+    scores = 1387.72420181 + 1e-9 * np.random.default_rng(0).random(n)
+    labels = data.labels[:n]
+    keep = sel.keep_top(scores, labels, 50)
+    result = {"scores": scores, "indices": keep, "labels": labels, "cached": False, "path": None,
+              "time_s": 0.0, "meta": {"retention_ratio": 50.0, "measure": "gaussian", "embedding": "x",
+                                      "embedding_res": 0, "k": 5, "seed": 0, "fingerprint": "f"}}
+    summary = json.loads(sel.write_report(data, result, tmp_path, n_images=4, n_classes=2).read_text())
+    assert summary["n_kept"] == len(keep) == sum(sel.keep_count(int(c), 50) for c in np.bincount(labels))
+    with Image.open(tmp_path / "score_histogram.png") as im:
+        assert im.format == "PNG"
 
 
 def test_cli_report_files(fmnist_root, tmp_path, run_py):

@@ -103,22 +103,23 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
     With sigma1 = L L^T, sigma1 sigma2 is similar to the symmetric PSD L^T sigma2 L, whose
     eigenvalues are real and >= 0; clipping rounding-level negatives keeps the result real.
+    LAPACK's dsygst forms L^T sigma2 L using the symmetry (half the flops of two triangular
+    products), and only lower triangles are read, so no symmetrised copies are made.
     """
-    s1 = (np.asarray(sigma1, dtype=np.float64) + np.asarray(sigma1, dtype=np.float64).T) / 2
-    s2 = (np.asarray(sigma2, dtype=np.float64) + np.asarray(sigma2, dtype=np.float64).T) / 2
-    chol, info = scipy.linalg.lapack.dpotrf(s1, lower=1, clean=1)
+    s1, s2 = np.asarray(sigma1, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
+    lapack = scipy.linalg.lapack
+    chol, info = lapack.dpotrf(s1, lower=1, clean=0)
     if info == 0:
-        blas = scipy.linalg.blas
-        half = blas.dtrmm(1.0, chol, s2, lower=1, trans_a=1)         # L^T s2
-        inner = blas.dtrmm(1.0, chol, half, side=1, lower=1)          # L^T s2 L
+        inner, info = lapack.dsygst(s2, chol, itype=2, lower=1)
+        if info != 0:
+            raise ValueError(f"LAPACK dsygst failed (info={info}) on the FID covariances")
     else:  # singular sigma1 (e.g. fewer samples than dimensions): pivoted Cholesky of its range
-        piv_chol, piv, rank, _ = scipy.linalg.lapack.dpstrf(s1, lower=1)
+        piv_chol, piv, rank, _ = lapack.dpstrf(s1, lower=1)
         factor = np.tril(piv_chol)[:, :rank]                           # s1[p][:, p] = F F^T
         p = piv - 1
         inner = factor.T @ s2[np.ix_(p, p)] @ factor
-    inner = (inner + inner.T) / 2
-    eig = scipy.linalg.eigh(inner, eigvals_only=True, driver="evr", check_finite=False,
-                            overwrite_a=True)
+    eig = scipy.linalg.eigh(inner, lower=True, eigvals_only=True, driver="evr",
+                            check_finite=False, overwrite_a=True)
     return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
 
 

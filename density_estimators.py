@@ -42,6 +42,24 @@ def _as_float64(x: np.ndarray | torch.Tensor, device: torch.device | None) -> to
     return x
 
 
+def _gram_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of the symmetric a @ a.T, in float64.
+
+    On the CPU, LAPACK through scipy: dsyrk forms the product in half the flops of a matmul
+    and the divide-and-conquer dsyevd is faster than torch's CPU eigh at these sizes
+    (bench/bench_selection.py). Elsewhere (GPU) torch's own routines.
+    """
+    if a.device.type != "cpu":
+        return torch.linalg.eigh(a @ a.T)
+    import scipy.linalg
+    m = a.numpy()
+    # Pass whichever of m and m.T is Fortran-ordered so that BLAS reads it without a copy.
+    gram = scipy.linalg.blas.dsyrk(1.0, m.T, trans=1, lower=1) if m.flags.c_contiguous \
+        else scipy.linalg.blas.dsyrk(1.0, m, lower=1)
+    evals, vecs = scipy.linalg.eigh(gram, lower=True, driver="evd", check_finite=False, overwrite_a=True)
+    return torch.from_numpy(evals), torch.from_numpy(vecs)
+
+
 def _spectrum(xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (descending, >= 0) of xc^T xc and the projections of the rows of xc on them.
 
@@ -49,15 +67,10 @@ def _spectrum(xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     projections directly as U * sqrt(eigenvalue), without ever forming the d-dim axes.
     """
     n, d = xc.shape
-    if n >= d:
-        evals, vecs = torch.linalg.eigh(xc.T @ xc)
-        evals, vecs = evals.flip(0), vecs.flip(1)
-        proj = xc @ vecs
-    else:
-        evals, vecs = torch.linalg.eigh(xc @ xc.T)
-        evals, vecs = evals.flip(0), vecs.flip(1)
-        proj = vecs * evals.clamp(min=0).sqrt()
-    return evals.clamp(min=0), proj
+    evals, vecs = _gram_eigh(xc.T if n >= d else xc)
+    evals, vecs = evals.flip(0).clamp(min=0), vecs.flip(1)
+    proj = xc @ vecs if n >= d else vecs * evals.sqrt()
+    return evals, proj
 
 
 def _zero_below_rounding(evals: torch.Tensor, other_dim: int) -> torch.Tensor:

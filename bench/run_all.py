@@ -2,6 +2,7 @@
 
     python bench/run_all.py            # the full sizes of the issues (hours on a 2-core CPU)
     python bench/run_all.py --quick    # smaller sizes, same code paths (~15 min on 2 cores)
+    python bench/run_all.py --only bench_metrics.py   # re-run one; the others keep their figures
 
 Each benchmark prints one JSON object per line; they are collected in bench/results.jsonl
 (one line per figure, with the benchmark's command) and summarised in bench/RESULTS.md.
@@ -91,12 +92,28 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def render(results: list[tuple[str, list[str], list[dict], str, float]], quick: bool) -> str:
+def earlier_results(skip: set[str]) -> dict[str, tuple[tuple, list[str]]]:
+    """bench/results.jsonl's sections of the benchmarks not in `skip`: (render() entry, raw lines)."""
+    path = BENCH / "results.jsonl"
+    kept: dict[str, tuple[tuple, list[str]]] = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        row = json.loads(line) if line.strip() else None
+        if row is None or row["bench"] in skip:
+            continue
+        script, args = row.pop("bench"), row.pop("args")
+        status = f"{row.pop('status', 'ok')}, run {row.pop('run_at', 'earlier')}"
+        entry, lines = kept.setdefault(script, ((script, args, [], status, row.pop("run_s", 0.0)), []))
+        entry[2].append(row)
+        lines.append(line)
+    return kept
+
+
+def render(results: list[tuple[str, list[str], list[dict], str, float]], command: str) -> str:
     """RESULTS.md: one section per benchmark, one table row per JSON line."""
     info = machine_info()
     lines = ["# Benchmark results", "",
-             f"Written by `python bench/run_all.py{' --quick' if quick else ''}` on "
-             f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}.", "",
+             f"Written by `{command}` on {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; a section "
+             "that was not re-run shows the date of its own run.", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if v is not None) + ".", "",
              "Ratios (speedups) are measured against a reference in the same run; absolute seconds",
              "are for the record and depend on the machine's load. Raw lines: `bench/results.jsonl`.", ""]
@@ -113,24 +130,34 @@ def render(results: list[tuple[str, list[str], list[dict], str, float]], quick: 
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, same code paths")
     parser.add_argument("--only", default="", help="comma-separated benchmark scripts to run")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per benchmark")
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
+    unknown = set(filter(None, opts.only.split(","))) - {b[0] for b in BENCHMARKS}
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {sorted(unknown)}; choose from {[b[0] for b in BENCHMARKS]}")
     chosen = [b for b in BENCHMARKS if not opts.only or b[0] in opts.only.split(",")]
+    earlier = earlier_results({b[0] for b in chosen}) if opts.only else {}
     results, raw = [], []
-    for script, full, quick in chosen:
+    for script, full, quick in BENCHMARKS:
+        if script in earlier:
+            results.append(earlier[script][0])
+            raw += earlier[script][1]
+        if (script, full, quick) not in chosen:
+            continue
         args = quick if opts.quick else full
         start = datetime.datetime.now()
         rows, status = run_benchmark(script, args, opts.timeout)
         seconds = (datetime.datetime.now() - start).total_seconds()
         results.append((script, args, rows, status, seconds))
-        raw += [json.dumps({"bench": script, "args": args, **row}) for row in rows]
+        stamp = {"run_at": start.strftime("%Y-%m-%d %H:%M"), "status": status, "run_s": round(seconds)}
+        raw += [json.dumps({"bench": script, "args": args, **stamp, **row}) for row in rows]
         print(f"[bench] {script}: {status}, {len(rows)} figures, {seconds:.0f} s", flush=True)
     atomic_write_text(BENCH / "results.jsonl", "\n".join(raw) + "\n")
-    atomic_write_text(BENCH / "RESULTS.md", render(results, opts.quick))
+    atomic_write_text(BENCH / "RESULTS.md", render(results, " ".join(["python bench/run_all.py", *(sys.argv[1:] if argv is None else argv)])))
     print(f"[bench] wrote {BENCH / 'RESULTS.md'}")
 
 

@@ -60,19 +60,6 @@ def _gram_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(evals), torch.from_numpy(vecs)
 
 
-def _spectrum(xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (descending, >= 0) of xc^T xc and the projections of the rows of xc on them.
-
-    Uses the smaller Gram matrix: for N < d the eigenvectors U of xc xc^T give the
-    projections directly as U * sqrt(eigenvalue), without ever forming the d-dim axes.
-    """
-    n, d = xc.shape
-    evals, vecs = _gram_eigh(xc.T if n >= d else xc)
-    evals, vecs = evals.flip(0).clamp(min=0), vecs.flip(1)
-    proj = xc @ vecs if n >= d else vecs * evals.sqrt()
-    return evals, proj
-
-
 def _zero_below_rounding(evals: torch.Tensor, other_dim: int) -> torch.Tensor:
     """Eigenvalues of a PSD matrix with those below eigh's rounding error set to exactly 0."""
     warnings.warn("gaussian scores: reg_covar=1e-5 is below the float64 rounding of this pool's "
@@ -160,8 +147,11 @@ def ppca_scores(x: np.ndarray | torch.Tensor, fraction: float = PPCA_VARIANCE,
     if n < 3:
         return np.zeros(n)
     xc = x - x.mean(0)
-    evals, proj = _spectrum(xc)
-    var = evals / (n - 1)
+    # Eigenpairs of the smaller Gram matrix (ascending). For N < d its eigenvectors U give the
+    # squared projections on the principal axes as U^2 * eigenvalue, without the d-dim axes.
+    evals, vecs = _gram_eigh(xc.T if n >= d else xc)
+    evals = evals.clamp(min=0)
+    var = evals.flip(0) / (n - 1)  # descending, as sklearn's explained_variance_
     var_np = var.cpu().numpy()
     if var_np.sum() <= 0:
         return np.zeros(n)  # every row identical: nothing to rank
@@ -173,8 +163,10 @@ def ppca_scores(x: np.ndarray | torch.Tensor, fraction: float = PPCA_VARIANCE,
         # a floor keeps the scores finite and the ranking by distance to the subspace.
         noise = 1e-12 * float(var_np[0])
     lam = var[:k].clamp(min=noise)
-    proj_sq = proj.square()
-    maha = (proj_sq[:, :k] / lam).sum(1) + proj_sq[:, k:].sum(1) / noise
+    # Model variance along every axis (kept: lam, discarded: noise), back in ascending order.
+    inv_model = torch.cat([1.0 / lam, torch.full((len(var) - k,), 1.0 / noise, dtype=var.dtype,
+                                                  device=var.device)]).flip(0)
+    maha = (xc @ vecs).square() @ inv_model if n >= d else vecs.square() @ (evals * inv_model)
     logdet = lam.log().sum() + (d - k) * math.log(noise)
     scores = -0.5 * (d * math.log(2 * math.pi) + logdet + maha)
     return scores.cpu().numpy()

@@ -60,8 +60,9 @@ def _gram_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(evals), torch.from_numpy(vecs)
 
 
-def _zero_below_rounding(evals: torch.Tensor, other_dim: int) -> torch.Tensor:
-    """Eigenvalues of a PSD matrix with those below eigh's rounding error set to exactly 0."""
+def _gaussian_fallback_evals(evals: torch.Tensor, other_dim: int) -> torch.Tensor:
+    """gaussian_scores' eigen fallback: warn, and set the eigenvalues (of a PSD matrix) that are
+    below eigh's rounding error to exactly 0."""
     warnings.warn("gaussian scores: reg_covar=1e-5 is below the float64 rounding of this pool's "
                   "covariance (very large features, e.g. a random-weight network); the scores are "
                   "computed from an eigendecomposition but, with fewer images than dimensions, they "
@@ -96,7 +97,7 @@ def gaussian_scores(x: np.ndarray | torch.Tensor, reg: float = GAUSSIAN_REG,
         else:
             cov.diagonal().sub_(reg)
             evals, vecs = torch.linalg.eigh(cov)
-            evals = _zero_below_rounding(evals, n) + reg
+            evals = _gaussian_fallback_evals(evals, n) + reg
             maha = ((xc @ vecs).square() / evals).sum(1)
             logdet = evals.log().sum()
     else:
@@ -115,7 +116,7 @@ def gaussian_scores(x: np.ndarray | torch.Tensor, reg: float = GAUSSIAN_REG,
         else:
             gram.diagonal().sub_(c)
             evals, vecs = torch.linalg.eigh(gram)
-            evals = _zero_below_rounding(evals, d)
+            evals = _gaussian_fallback_evals(evals, d)
             # 1 - c/(lam + c) = lam/(lam + c), written without the cancellation.
             maha = n * (vecs.square() * (evals / (evals + c))).sum(1)
             logdet_m = (evals + c).log().sum()

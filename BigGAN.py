@@ -331,21 +331,26 @@ def _amp_dtype(config: dict, device: torch.device) -> torch.dtype | None:
         raise ValueError(f"unknown --amp {amp!r}; valid: none, bf16, fp16")
     if amp == 'none':
         return None
-    if torch.device(device).type != 'cuda':
-        warnings.warn(f"--amp {amp} is only used on CUDA; running fp32 on {device}")
-        return None
-    if amp == 'bf16' and not torch.cuda.is_bf16_supported():
-        warnings.warn("--amp bf16: this GPU has no bf16 support; running fp32")
-        return None
-    return torch.bfloat16 if amp == 'bf16' else torch.float16
+    device = torch.device(device)
+    if device.type == 'cuda':
+        if amp == 'bf16' and not torch.cuda.is_bf16_supported():
+            warnings.warn("--amp bf16: this GPU has no bf16 support; running fp32")
+            return None
+        return torch.bfloat16 if amp == 'bf16' else torch.float16
+    if amp == 'bf16' and device.type == 'cpu':
+        # CPUs with AVX512-BF16/AMX run bf16 convolutions natively; bf16 needs no loss scaling.
+        return torch.bfloat16
+    warnings.warn(f"--amp {amp} is not supported on {device} (bf16 is, on the CPU); running fp32")
+    return None
 
 
 def autocast_context(config: dict, device: torch.device | str):
-    """Autocast for --amp bf16|fp16 on CUDA; a null context otherwise (with a warning)."""
-    dtype = _amp_dtype(config, torch.device(device))
+    """Autocast for --amp bf16|fp16 on CUDA and --amp bf16 on the CPU; a null context otherwise."""
+    device = torch.device(device)
+    dtype = _amp_dtype(config, device)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type='cuda', dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def grad_scaler(config: dict, device: torch.device | str) -> torch.amp.GradScaler:
@@ -355,27 +360,12 @@ def grad_scaler(config: dict, device: torch.device | str) -> torch.amp.GradScale
 
 
 def apply_speed_flags(model: nn.Module, config: dict, device: torch.device | str) -> nn.Module:
-    """Apply --channels_last and --compile to model in place (CUDA only; warns elsewhere).
+    """Apply --channels_last and --compile to model in place (on CUDA and on the CPU).
 
     `nn.Module.compile` is used so the state-dict keys stay BigGAN-PyTorch's.
     """
-    device = torch.device(device)
-    on_cuda = device.type == 'cuda'
     if config.get('channels_last'):
-        if on_cuda:
-            model.to(memory_format=torch.channels_last)
-        else:
-            warnings.warn(f"--channels_last is only used on CUDA; ignored on {device}")
+        model.to(memory_format=torch.channels_last)
     if config.get('compile'):
-        if on_cuda:
-            model.compile()
-        else:
-            warnings.warn(f"--compile is only used on CUDA; ignored on {device}")
+        model.compile()
     return model
-
-
-def to_input_format(x: torch.Tensor, config: dict) -> torch.Tensor:
-    """Give a batch of images the memory format of the model (--channels_last on CUDA)."""
-    if config.get('channels_last') and x.device.type == 'cuda' and x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x

@@ -7,8 +7,8 @@ and the instance-selection embeddings all see exactly the same pixels:
 
 * resize to the network's input with `F.interpolate(mode='bilinear', align_corners=False,
   antialias=False)` (`RESIZE_METHOD`), per image, skipped when the size already matches;
-* normalise as the weights expect ([-1, 1] for the Google/TF Inception weights, ImageNet
-  mean/std for the ResNets and EfficientNet-Lite0).
+* normalise as the weights expect (`NORMALIZATIONS`: [-1, 1] for the Google/TF Inception
+  weights, ImageNet mean/std for the ResNets, (pixel - 127) / 128 for EfficientNet-Lite0).
 
 Weights are never downloaded. Each backbone names one file; it is read from `--*_weights PATH`
 when given, otherwise from the torch hub cache (`$TORCH_HOME/hub/checkpoints`), and when it is
@@ -41,6 +41,13 @@ import distributed
 RESIZE_METHOD = "bilinear, align_corners=False, antialias=False"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Input normalisation by name: (mean, std) per channel for images in [0, 1].
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "pm1": ((0.5,) * 3, (0.5,) * 3),                     # [-1, 1]: the Google Inception weights
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),           # torchvision's ResNets
+    # TensorFlow's EfficientNet-Lite builder: (pixel - 127) / 128 on 0..255 pixels.
+    "efficientnet_lite": ((127 / 255,) * 3, (128 / 255,) * 3),
+}
 RANDOM_SEED = 0  # seed of the random-init controls; recorded in their weights identity
 
 
@@ -316,7 +323,7 @@ class BackboneSpec:
     """How to build one backbone and how it wants its input."""
     build: Callable[[str, str], tuple[nn.Module, str]]
     resolution: int
-    normalization: str  # 'pm1' (images in [-1, 1]) or 'imagenet' (mean/std)
+    normalization: str  # a key of NORMALIZATIONS
     feature_dim: int
 
 
@@ -339,8 +346,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnextwsl": BackboneSpec(_resnet_builder(
         "resnextwsl", lambda: torchvision.models.resnext101_32x8d(weights=None), "fc"),
         224, "imagenet", 2048),
-    "efficientnet_lite0": BackboneSpec(_build_efficientnet_lite0, 224, "imagenet", 1280),
-    "random_efficientnet_lite0": BackboneSpec(_build_random_efficientnet_lite0, 224, "imagenet", 1280),
+    # The Lite weights were trained on (pixel - 127) / 128, not on ImageNet mean/std: with the
+    # latter the first conv's output variance is ~5x its BN running variance on real photos.
+    "efficientnet_lite0": BackboneSpec(_build_efficientnet_lite0, 224, "efficientnet_lite", 1280),
+    "random_efficientnet_lite0": BackboneSpec(_build_random_efficientnet_lite0, 224, "efficientnet_lite", 1280),
 }
 
 
@@ -348,7 +357,7 @@ class FeatureNet(nn.Module):
     """Images in [-1, 1] (any size) -> (pooled features [N, D], logits [N, C] or None).
 
     Attributes recorded in every file made from its features: `name`, `weights_id`,
-    `resolution` and `resize_method`.
+    `resolution`, `resize_method` and `normalization`.
     """
 
     def __init__(self, name: str, body: nn.Module, weights_id: str, resolution: int,
@@ -359,18 +368,19 @@ class FeatureNet(nn.Module):
         self.weights_id = weights_id
         self.resolution = int(resolution)
         self.resize_method = RESIZE_METHOD
-        if normalization == "pm1":
-            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-        else:  # x in [-1, 1] -> [0, 1] -> (x - mean) / std, folded into one affine map
-            mean = tuple(2 * m - 1 for m in IMAGENET_MEAN)
-            std = tuple(2 * s for s in IMAGENET_STD)
+        self.normalization = normalization
+        # x in [-1, 1] -> [0, 1] -> (x - mean) / std, folded into one affine map of x.
+        mean01, std01 = NORMALIZATIONS[normalization]
+        mean = tuple(2 * m - 1 for m in mean01)
+        std = tuple(2 * s for s in std01)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def metadata(self) -> dict[str, object]:
         """What a features/statistics file must record to be reused safely."""
         return {"feature_net": self.name, "weights_id": self.weights_id,
-                "resolution": self.resolution, "resize_method": self.resize_method}
+                "resolution": self.resolution, "resize_method": self.resize_method,
+                "normalization": self.normalization}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         if x.shape[1] == 1:  # grayscale data sets: replicate to RGB

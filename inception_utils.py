@@ -43,7 +43,7 @@ FEATURE_NETS: dict[str, dict[str, Any]] = {
     "random_inception_v3": {"backbone": "random_inception_v3", "standard": False,
                             "label": "random-weight Inception-v3 (tests only; NON-STANDARD)"},
 }
-META_KEYS = ("feature_net", "weights_id", "resolution", "resize_method")
+META_KEYS = ("feature_net", "weights_id", "resolution", "resize_method", "normalization")
 
 
 def load_feature_net(name: str, weights_path: str = "", device: torch.device | str | None = None,
@@ -249,10 +249,13 @@ def _meta_arrays(meta: dict) -> dict[str, np.ndarray]:
 
 
 def _check_meta(path: Path, data, meta: dict, script: str) -> None:
-    """Refuse a file whose feature network, weights, resolution or resizing differ from `meta`."""
-    if not all(k in data.files for k in META_KEYS):
-        raise ValueError(f"{path} does not record which feature network made it (an old or foreign "
-                         f"file); delete it and re-run {script} --feature_net {meta['feature_net']}")
+    """Refuse a file whose feature network, weights, resolution, resizing or input normalisation
+    differ from `meta` (or that does not record one of them: an older or foreign file)."""
+    missing = [k for k in META_KEYS if k not in data.files]
+    if missing:
+        raise ValueError(f"{path} does not record the feature network's {', '.join(missing)} (a file "
+                         f"from an older version or another tool); delete it and re-run {script} "
+                         f"--feature_net {meta['feature_net']}")
     found = {k: data[k].item() for k in META_KEYS}
     wrong = [k for k in META_KEYS if str(found[k]) != str(meta[k])]
     if wrong:

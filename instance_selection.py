@@ -207,6 +207,18 @@ def _write_cache(path: Path, meta: dict[str, Any], **arrays: np.ndarray) -> None
         raise OSError(f"{err}; set --selection_cache_dir (or indices_filepath) to a writable folder") from err
 
 
+def embedding_preprocessing(embedding: str, embedding_res: int) -> dict[str, Any]:
+    """The input the embedding network sees (resolution in pixels, normalisation), for cache metadata:
+    a cache made with other preprocessing is recomputed, never mixed with new embeddings."""
+    import backbones
+    from embeddings import EMBEDDINGS
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"--embedding {embedding!r} is unknown; choose one of {', '.join(EMBEDDINGS)}")
+    spec = backbones.BACKBONES[EMBEDDINGS[embedding]]
+    return {"input_res": int(embedding_res) or spec.resolution, "normalization": spec.normalization,
+            "resize_method": backbones.RESIZE_METHOD}
+
+
 def get_embeddings(dataset: Dataset, embedding: str, fingerprint: str, cache_dir: Path | None,
                    embedding_res: int = 0, embedding_weights: str = "", batch_size: int = 128,
                    num_workers: int = 4, device: torch.device | None = None,
@@ -214,7 +226,8 @@ def get_embeddings(dataset: Dataset, embedding: str, fingerprint: str, cache_dir
     """Embeddings of every item, from `cache_dir` when a matching cache exists; (array, cache hit)."""
     meta = {"kind": "embeddings", "version": SELECTION_VERSION, "n": len(dataset),
             "fingerprint": fingerprint, "embedding": embedding, "embedding_res": int(embedding_res),
-            "embedding_weights": _weights_id(embedding_weights)}
+            "embedding_weights": _weights_id(embedding_weights),
+            **embedding_preprocessing(embedding, embedding_res)}
     path = None if cache_dir is None else \
         Path(cache_dir) / f"embeddings_{embedding}_r{int(embedding_res)}_{fingerprint}.npz"
     if path is not None:
@@ -266,6 +279,7 @@ def run_selection(dataset: Dataset, retention_ratio: float, embedding: str = "in
             "embedding": embedding if uses_embedding else None,
             "embedding_res": int(embedding_res) if uses_embedding else None,
             "embedding_weights": _weights_id(embedding_weights) if uses_embedding else None,
+            **(embedding_preprocessing(embedding, embedding_res) if uses_embedding else {}),
             "measure": density_measure, "retention_ratio": rr,
             "k": int(k) if density_measure in ("nn_dist", "knn") else None,
             "seed": int(seed) if density_measure == "uniform" else None}

@@ -133,8 +133,9 @@ def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.N
     dist_utils.init_distributed(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    elif config["amp"] != "none":
-        dist_utils.print0(f"warning: --amp {config['amp']} only applies on CUDA; training in fp32 on {device}")
+    elif config["amp"] == "fp16":
+        dist_utils.print0(f"warning: --amp fp16 only applies on CUDA; training in fp32 on {device} "
+                          f"(--amp bf16 runs on the CPU)")
     dist_utils.print0(f"Experiment name is {experiment_name}")
 
     if config["load_weights"] and not config["resume"]:

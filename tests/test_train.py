@@ -421,7 +421,7 @@ def test_launch_command_lines_run_two_iterations(fmnist_folder, tmp_path, repo_r
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     if "--amp" in extra:
-        assert "--amp bf16 only applies on CUDA" in proc.stdout + proc.stderr
+        assert "only applies on CUDA" not in proc.stdout + proc.stderr  # bf16 autocast runs on the CPU
     (run_dir,) = (tmp_path / "weights").iterdir()
     state = checkpoints.load_state_dict_file(run_dir)
     assert state["itr"] == 2 and checkpoints.is_complete(run_dir)

@@ -37,8 +37,10 @@ from torchvision.models import inception as tv_inception
 from tqdm import tqdm
 
 import distributed
+from training_utils import tune_cpu_allocator
 
 RESIZE_METHOD = "bilinear, align_corners=False, antialias=False"
+CPU_CHUNK = 16  # images per forward pass of a feature network on the CPU (see forward_batch)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Input normalisation by name: (mean, std) per channel for images in [0, 1].
@@ -420,12 +422,20 @@ def net_device(net: nn.Module) -> torch.device:
 
 def forward_batch(net: FeatureNet, images: torch.Tensor, autocast: bool = True
                   ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Run `net` on a batch of images in [-1, 1] (inference mode; fp16 autocast on CUDA)."""
+    """Run `net` on a batch of images in [-1, 1] (inference mode; fp16 autocast on CUDA).
+
+    On the CPU the batch runs in chunks of `CPU_CHUNK` images: at 224-299 px a chunk's
+    activations stay in cache, 1.4-1.8x faster than 64-128 images at once (bench/RESULTS.md).
+    """
     device = net_device(net)
     images = images.to(device, non_blocking=True).float()
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16,
                                                 enabled=autocast and device.type == "cuda"):
-        return net(images)
+        if device.type != "cpu" or len(images) <= CPU_CHUNK:
+            return net(images)
+        outs = [net(chunk) for chunk in images.split(CPU_CHUNK)]
+        pools, logits = zip(*outs)
+        return torch.cat(pools), None if logits[0] is None else torch.cat(logits)
 
 
 def shard_positions(n: int) -> np.ndarray:
@@ -472,6 +482,8 @@ def extract_features(net: FeatureNet, dataset: torch.utils.data.Dataset, batch_s
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = net_device(net)
+    if device.type == "cpu":
+        tune_cpu_allocator()  # 2.3x faster at 224 px: activations stop being re-faulted per batch
     local_idx = idx[np.minimum(shard_positions(n), n - 1)]
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, local_idx.tolist()), batch_size=batch_size,
@@ -503,6 +515,8 @@ def extract_sample_features(net: FeatureNet, sample_fn: Callable[[], object], nu
     """
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
+    if net_device(net).type == "cpu":
+        tune_cpu_allocator()
     per_rank = len(shard_positions(num_images))
     pools, logits, have = [], [], 0
     bar = tqdm(total=per_rank, desc="sample features", unit="img", dynamic_ncols=True,

@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 import utils
 from config import DENSITY_MEASURES, EMBEDDINGS
 from grid_report import METRICS, write_outputs
@@ -44,7 +46,7 @@ from io_utils import atomic_write_json
 
 REPO = Path(__file__).resolve().parent
 GRIDS = {
-    "quickstart": ["none", "gaussian_50"],
+    "quickstart": ["none", "uniform_50", "gaussian_50"],
     "table1": ["none", "uniform_50", "gaussian_50", "ppca_50", "nn_dist_50",
                "gaussian_50_random_inceptionv3"],
     "figure3": [f"gaussian_{r}" for r in range(10, 100, 10)] + ["none"],
@@ -171,6 +173,44 @@ def grid_cells(grid: str, cells: str, ratios: str) -> list[Cell]:
     return [parse_cell(k) for k in keys]
 
 
+@dataclass(frozen=True)
+class Run:
+    """One training run: a cell with one seed, named after the cell (with one seed) or `CELL_seedS`."""
+    cell: Cell
+    seed: int
+    name: str
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2] (distinct integers)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r} must be integers joined by commas, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r} must name at least one seed, each once")
+    return seeds
+
+
+def aggregate(records: list[dict]) -> dict:
+    """One cell's record from its runs' records: the metrics' mean and sample standard deviation
+    over seeds (`metrics`, `metrics_std`, `n_seeds`); a single run's record is returned as it is."""
+    if len(records) == 1:
+        return {**records[0], "n_seeds": 1}
+    first = records[0]
+    keys = [k for k in first["metrics"] if all(r["metrics"].get(k) is not None for r in records)]
+    values = {k: np.array([r["metrics"][k] for r in records], dtype=np.float64) for k in keys}
+    return {"cell": first["cell"], "labels": first["labels"], "status": "done", "flags": first["flags"],
+            "itr": first["itr"], "sheet": first["sheet"], "n_seeds": len(records),
+            "seeds": [r["seed"] for r in records], "runs": [r["run"] for r in records],
+            "metrics": {k: float(v.mean()) for k, v in values.items()},
+            "metrics_std": {k: float(v.std(ddof=1)) for k, v in values.items()},
+            "per_seed": {k: v.tolist() for k, v in values.items()},
+            "train_seconds": round(sum(r.get("train_seconds", 0) for r in records), 1),
+            "eval_seconds": round(sum(r.get("eval_seconds", 0) for r in records), 1),
+            "train_launches": sum(r.get("train_launches", 0) for r in records)}
+
+
 # ----------------------------------------------------------------------------- flags
 def _actions() -> dict[str, argparse.Action]:
     return {a.dest: a for a in utils.add_sample_parser(utils.prepare_parser())._actions if a.option_strings}
@@ -295,6 +335,9 @@ class Grid:
         if not self.config["num_iters"]:
             raise ValueError("--num_iters is required: every cell trains for the same number of iterations")
         self.cells = grid_cells(args.grid, args.cells, args.ratios)
+        self.seeds = parse_seeds(args.seeds) if args.seeds else [self.config["seed"]]
+        self.runs = [Run(cell, seed, cell.key if len(self.seeds) == 1 else f"{cell.key}_seed{seed}")
+                     for cell in self.cells for seed in self.seeds]
         self.threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.jobs)
         self.slots: queue.Queue = queue.Queue()  # one GPU id (or None) per job
         for slot in [g.strip() for g in args.gpus.split(",") if g.strip()][:args.jobs] or [None] * args.jobs:
@@ -305,19 +348,26 @@ class Grid:
         utils.validate_config(config)
         return config
 
+    def run_flags(self, run: Run) -> list[str]:
+        """train.py flags of one run: the shared ones, the cell's selection and the run's seed."""
+        return self.train_argv + run.cell.flags(self.config) + (["--seed", str(run.seed)] if self.args.seeds else [])
+
     def cell_config(self, cell: Cell) -> dict:
         return self.parse(self.train_argv + cell.flags(self.config) + ["--experiment_name", cell.key] + self.roots)
+
+    def run_config(self, run: Run) -> dict:
+        return self.parse(self.run_flags(run) + ["--experiment_name", run.name] + self.roots)
 
     def signatures(self, cell: Cell, config: dict) -> tuple[str, str]:
         skip = set(RUNTIME_KEYS + EVAL_KEYS) | cell.unused_keys()
         train_keys = [k for k in config if k not in skip]
         return signature(config, train_keys), signature(config, list(EVAL_KEYS))
 
-    def record_path(self, cell: Cell) -> Path:
-        return self.out / "cells" / f"{cell.key}.json"
+    def record_path(self, run: Run) -> Path:
+        return self.out / "cells" / f"{run.name}.json"
 
-    def read_record(self, cell: Cell) -> dict:
-        path = self.record_path(cell)
+    def read_record(self, run: Run) -> dict:
+        path = self.record_path(run)
         if not path.exists():
             return {}
         try:
@@ -325,11 +375,11 @@ class Grid:
         except json.JSONDecodeError:
             raise ValueError(f"{path} is not valid JSON; delete it (the checkpoints are kept and resumed)") from None
 
-    def check_record(self, cell: Cell, record: dict, train_sig: str, weights: Path) -> None:
+    def check_record(self, run: Run, record: dict, train_sig: str, weights: Path) -> None:
         import checkpoints
         if record.get("train_signature") not in (None, train_sig) and checkpoints.has_checkpoint(weights):
-            raise ValueError(f"{self.record_path(cell)} was trained with other flags than now; use another "
-                             f"--output_dir, or delete it and {weights} to retrain cell {cell.key}")
+            raise ValueError(f"{self.record_path(run)} was trained with other flags than now; use another "
+                             f"--output_dir, or delete it and {weights} to retrain run {run.name}")
 
     def trained_itr(self, weights: Path) -> int:
         import checkpoints
@@ -353,59 +403,60 @@ class Grid:
                "--report_dir", str(report), "--pbar", "none"]
         run_logged(cmd, self.out / "cells" / f"{cell.key}.selection.log", len(os.sched_getaffinity(0)))
 
-    def run_cell(self, cell: Cell) -> dict:
-        """Train (or resume, or skip) and evaluate one cell on a free job slot; returns its record."""
+    def run_on_slot(self, run: Run) -> dict:
+        """Train (or resume, or skip) and evaluate one run on a free job slot; returns its record."""
         slot = self.slots.get()
         try:
-            return self.train_and_evaluate(cell, {} if slot is None else {"CUDA_VISIBLE_DEVICES": slot})
+            return self.train_and_evaluate(run, {} if slot is None else {"CUDA_VISIBLE_DEVICES": slot})
         finally:
             self.slots.put(slot)
 
-    def train_and_evaluate(self, cell: Cell, env: dict) -> dict:
-        config = self.cell_config(cell)
+    def train_and_evaluate(self, run: Run, env: dict) -> dict:
+        cell, name = run.cell, run.name
+        config = self.run_config(run)
         train_sig, eval_sig = self.signatures(cell, config)
-        weights = self.out / "weights" / cell.key
-        record = self.read_record(cell)
-        self.check_record(cell, record, train_sig, weights)
+        weights = self.out / "weights" / name
+        record = self.read_record(run)
+        self.check_record(run, record, train_sig, weights)
         if record.get("status") == "done" and record.get("eval_signature") == eval_sig:
-            say(f"{cell.key}: finished earlier, read from {self.record_path(cell)} (not retrained)")
+            say(f"{name}: finished earlier, read from {self.record_path(run)} (not retrained)")
             return record
         record = {**(record if record.get("train_signature") == train_sig else {}),
-                  "cell": cell.key, "status": "training", "train_signature": train_sig,
-                  "eval_signature": eval_sig, "flags": self.train_argv + cell.flags(self.config),
+                  "cell": cell.key, "run": name, "seed": run.seed, "status": "training",
+                  "train_signature": train_sig, "eval_signature": eval_sig, "flags": self.run_flags(run),
                   "labels": cell.labels(self.config)}
-        atomic_write_json(self.record_path(cell), record)
+        atomic_write_json(self.record_path(run), record)
         total, done_itr = config["num_iters"], self.trained_itr(weights)
         if done_itr < total:
             resume = ["--resume"] if done_itr > 0 else []
-            say(f"{cell.key}: train.py {'resuming from iteration %d' % done_itr if resume else 'starting'} "
-                f"({total} iterations; log {self.out / 'cells' / (cell.key + '.train.log')})")
+            say(f"{name}: train.py {'resuming from iteration %d' % done_itr if resume else 'starting'} "
+                f"({total} iterations; log {self.out / 'cells' / (name + '.train.log')})")
             start = time.time()
-            run_logged([sys.executable, str(REPO / "train.py"), *record["flags"], "--experiment_name", cell.key,
-                        *self.roots, *resume], self.out / "cells" / f"{cell.key}.train.log", self.threads,
-                       env, progress=lambda: say(f"{cell.key}: iteration {last_logged_itr(self.out / 'logs', cell.key)}"
+            run_logged([sys.executable, str(REPO / "train.py"), *record["flags"], "--experiment_name", name,
+                        *self.roots, *resume], self.out / "cells" / f"{name}.train.log", self.threads,
+                       env, progress=lambda: say(f"{name}: iteration {last_logged_itr(self.out / 'logs', name)}"
                                             f"/{total}"))
             record["train_seconds"] = round(record.get("train_seconds", 0) + time.time() - start, 1)
             record["train_launches"] = record.get("train_launches", 0) + 1
-            say(f"{cell.key}: trained ({record['train_seconds']:.0f} s)")
+            say(f"{name}: trained ({record['train_seconds']:.0f} s)")
         else:
-            say(f"{cell.key}: already trained to iteration {done_itr}; evaluating")
+            say(f"{name}: already trained to iteration {done_itr}; evaluating")
         record.update(status="evaluating")
-        atomic_write_json(self.record_path(cell), record)
-        record.update(self.evaluate(cell, config, env), status="done")
-        atomic_write_json(self.record_path(cell), record)
-        say(f"{cell.key}: " + ", ".join(f"{name} {fmt.format(record['metrics'][key])}" for name, key, fmt, _ in
-                                        METRICS if record["metrics"].get(key) is not None))
+        atomic_write_json(self.record_path(run), record)
+        record.update(self.evaluate(name, config, env), status="done")
+        atomic_write_json(self.record_path(run), record)
+        say(f"{name}: " + ", ".join(f"{label} {fmt.format(record['metrics'][key])}" for label, key, fmt, _ in
+                                    METRICS if record["metrics"].get(key) is not None))
         return record
 
-    def evaluate(self, cell: Cell, config: dict, env: dict) -> dict:
+    def evaluate(self, name: str, config: dict, env: dict) -> dict:
         """sample.py: metrics against the full data and a class sheet; returns the record's new fields."""
         from sample import output_tag
         start = time.time()
-        run_logged([sys.executable, str(REPO / "sample.py"), "--experiment_name", cell.key, *self.roots,
+        run_logged([sys.executable, str(REPO / "sample.py"), "--experiment_name", name, *self.roots,
                     *flags_for(config, EVAL_PASS), "--sample_inception_metrics", "--sample_sheets"],
-                   self.out / "cells" / f"{cell.key}.eval.log", self.threads, env)
-        folder = self.out / "samples" / cell.key
+                   self.out / "cells" / f"{name}.eval.log", self.threads, env)
+        folder = self.out / "samples" / name
         tag = output_tag(config)
         metrics = json.loads((folder / f"metrics{tag}.json").read_text())
         sheet = folder / f"sample_itr{metrics['itr']}{tag}" / "samples0.png"
@@ -424,20 +475,21 @@ class Grid:
             raise FileNotFoundError(f"{missing[0]} is missing: prepare the data first with "
                                     f"scripts/utils/prepare_data_<dataset>.sh and FEATURE_NET="
                                     f"{self.config['feature_net']} (or --prepare for FMNIST32_hdf5)")
-        todo = [c for c in self.cells if self.read_record(c).get("status") != "done"]
-        for cell in todo:
-            self.select(cell)
+        todo = {run.cell for run in self.runs if self.read_record(run).get("status") != "done"}
+        for cell in self.cells:
+            if cell in todo:
+                self.select(cell)
         records, errors = {}, []
         with concurrent.futures.ThreadPoolExecutor(self.args.jobs) as pool:
-            futures = {pool.submit(self.run_cell, cell): cell for cell in self.cells}
+            futures = {pool.submit(self.run_on_slot, run): run for run in self.runs}
             for future in concurrent.futures.as_completed(futures):
                 try:
-                    records[futures[future].key] = future.result()
+                    records[futures[future].name] = future.result()
                 except (RuntimeError, ValueError, FileNotFoundError) as err:
-                    errors.append(f"cell {futures[future].key}: {err}")
+                    errors.append(f"run {futures[future].name}: {err}")
         if errors:
             raise utils.UserError("; ".join(errors))
-        ordered = [records[c.key] for c in self.cells]
+        ordered = [aggregate([records[run.name] for run in self.runs if run.cell == cell]) for cell in self.cells]
         write_outputs(self.out, self.args.grid, self.args.title, self.config, ordered, time.time() - start)
         return ordered
 
@@ -453,7 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", default="", help="comma-separated GPU ids, one per job (e.g. 0,1,2,3 with --jobs 4)")
     p.add_argument("--cells", default="", help="comma-separated cells instead of the grid's, e.g. none,gaussian_50")
     p.add_argument("--ratios", default="", help="retention ratios of a gaussian sweep, e.g. 10,20,...,100 (100 = none)")
-    p.add_argument("--jobs", type=int, default=1, help="cells trained at the same time (default: %(default)s)")
+    p.add_argument("--seeds", default="",
+                   help="comma-separated seeds (e.g. 0,1,2): every cell is trained once per seed and the "
+                        "summary reports mean +- std (default: the one --seed)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per cell (0 = cores / jobs)")
     p.add_argument("--prepare", action="store_true", help="make missing FMNIST32_hdf5 data, moments and manifold")
     p.add_argument("--max_images", type=int, default=0, help="with --prepare: the first N Fashion-MNIST images (0 = all)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 from io_utils import atomic_path, atomic_write_json, atomic_write_text
@@ -26,19 +27,54 @@ def cell_title(record: dict) -> str:
     return f"{selection} {rr} %" + (f" ({arch}, {pretraining})" if arch != "-" else "")
 
 
+def metric_text(record: dict, key: str, fmt: str) -> str:
+    """A table entry: the value, or `mean ± std` over seeds when the cell ran several."""
+    value = record["metrics"].get(key)
+    if value is None:
+        return "-"
+    std = record.get("metrics_std", {}).get(key)
+    return fmt.format(value) + (f" ± {fmt.format(std)}" if record.get("n_seeds", 1) > 1 and std is not None else "")
+
+
 def markdown_table(records: list[dict]) -> str:
     """The paper's Table 1 columns: Instance Selection | RR (%) | Embedding | Pretraining | IS ... C."""
     head = ["Instance Selection", "RR (%)", "Embedding", "Pretraining"] + [f"{n} {a}" for n, _, _, a in METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
-        values = ["-" if r["metrics"].get(key) is None else fmt.format(r["metrics"][key])
-                  for _, key, fmt, _ in METRICS]
+        values = [metric_text(r, key, fmt) for _, key, fmt, _ in METRICS]
         lines.append("| " + " | ".join(list(r["labels"]) + values) + " |")
     return "\n".join(lines) + "\n"
 
 
+NOISE_SE = 2.0  # a difference of means is a change when it exceeds this many standard errors
+
+
+def compare(base: dict, other: dict, key: str, arrow: str) -> tuple[str, float | None]:
+    """`other` against `base` on metric `key`: ('better' | 'worse' | 'within noise' | 'same', z).
+
+    With several seeds on both sides the test is |mean difference| > NOISE_SE standard errors
+    of that difference (sqrt(s_a^2/n_a + s_b^2/n_b), sample standard deviations); z is the
+    difference in standard errors. With one seed there is no noise estimate: the sign decides
+    and z is None.
+    """
+    a, b = base["metrics"].get(key), other["metrics"].get(key)
+    if a is None or b is None:
+        return "-", None
+    up_is_better = arrow == "↑"
+    na, nb = base.get("n_seeds", 1), other.get("n_seeds", 1)
+    if na > 1 and nb > 1:
+        se = math.sqrt(base["metrics_std"][key] ** 2 / na + other["metrics_std"][key] ** 2 / nb)
+        z = (b - a) / se if se > 0 else (0.0 if b == a else math.copysign(math.inf, b - a))
+        if abs(z) <= NOISE_SE:
+            return "within noise", z
+        return ("better" if (z > 0) == up_is_better else "worse"), z
+    if a == b:
+        return "same", None
+    return ("better" if (b > a) == up_is_better else "worse"), None
+
+
 def directions(records: list[dict]) -> list[str]:
-    """Each cell against `none` (all data): the sign of every metric's change, better or worse."""
+    """Each cell against `none` (all data), metric by metric: better, worse or within noise."""
     base = next((r for r in records if r["cell"] == "none"), None)
     if base is None:
         return []
@@ -48,14 +84,44 @@ def directions(records: list[dict]) -> list[str]:
             continue
         parts = []
         for name, key, fmt, arrow in METRICS:
-            a, b = base["metrics"].get(key), r["metrics"].get(key)
-            if a is None or b is None:
+            verdict, z = compare(base, r, key, arrow)
+            if verdict == "-":
                 continue
-            better = (b > a) == (arrow == "↑") if fmt.format(a) != fmt.format(b) else None
-            parts.append(f"{name} {fmt.format(a)} -> {fmt.format(b)} "
-                         f"({'same' if better is None else 'better' if better else 'worse'})")
+            detail = "" if z is None else f", {z:+.1f} SE"
+            parts.append(f"{name} {metric_text(base, key, fmt)} -> {metric_text(r, key, fmt)} ({verdict}{detail})")
         out.append(f"- {cell_title(r)} vs None: " + "; ".join(parts))
     return out
+
+
+# The paper's Table 1 directions for a pretrained embedding against all data, and for the
+# uniform control: (metric key, what held means, the verdicts that count as held).
+PAPER_SELECTION = (("precision", "precision up", ("better",)), ("density", "density up", ("better",)),
+                   ("recall", "recall down a little or unchanged", ("worse", "within noise", "same")))
+PAPER_UNIFORM = tuple((key, f"{key} no better than all data", ("worse", "within noise", "same"))
+                      for key in ("precision", "density", "FID"))
+
+
+def paper_verdict(records: list[dict]) -> list[str]:
+    """Plain statements of whether the paper's directions held in this grid (needs a `none` row)."""
+    base = next((r for r in records if r["cell"] == "none"), None)
+    if base is None:
+        return []
+    arrows = {key: arrow for _, key, _, arrow in METRICS}
+    lines = []
+    for r in records:
+        measure = r["labels"][0]
+        if r is base or r["labels"][3] not in ("ImageNet", "-"):
+            continue  # random-init embeddings are a control of their own
+        checks = PAPER_UNIFORM if measure == "Uniform" else PAPER_SELECTION
+        for key, claim, held in checks:
+            verdict, z = compare(base, r, key, arrows[key])
+            if verdict == "-":
+                continue
+            ok = verdict in held
+            noise = "" if r.get("n_seeds", 1) > 1 else " (one seed: no error bar, not a test)"
+            lines.append(f"- {cell_title(r)}: {claim}: **{'held' if ok else 'did not hold'}** "
+                         f"({verdict}{'' if z is None else f', {z:+.1f} SE'}){noise}")
+    return lines
 
 
 def _figure():
@@ -126,13 +192,22 @@ def plot_summary(panels: list[Path], path: Path) -> Path:
     return _save(fig, path)
 
 
+def seeds_text(records: list[dict], config: dict) -> str:
+    """'seed 0' or 'seeds 0, 1, 2 (mean ± sample std over seeds)'."""
+    seeds = records[0].get("seeds") or [config["seed"]]
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {', '.join(map(str, seeds))} (mean ± sample std over seeds)"
+
+
 def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[dict], seconds: float) -> None:
     """Into `out`: summary.md, results.json, samples.png, curves/, summary.png (+ ratio_sweep.png
     for the figure3 grid). `config` holds the shared flags, `records` the finished cells in order."""
     atomic_write_json(out / "results.json", {"grid": grid, "cells": records, "seconds": round(seconds, 1)})
     figures = [plot_samples(records, out / "samples.png")]
     try:
-        curves = plot_curves(out / "logs", [r["cell"] for r in records], out / "curves")
+        # One curve per cell (its first seed's run) keeps the plot readable.
+        curves = plot_curves(out / "logs", [r.get("runs", [r["cell"]])[0] for r in records], out / "curves")
     except (ValueError, FileNotFoundError) as err:  # e.g. fewer iterations than --log_every
         print(f"[grid] no training curves: {err}", flush=True)
         curves = []
@@ -149,7 +224,7 @@ def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[
              markdown_table(records),
              f"All cells: `{config['dataset']}` at "
              f"{str(config['resolution']) + ' px' if config['resolution'] else 'its native resolution'}"
-             + (f" ({n_total} training images)" if n_total else "") + f", seed {config['seed']}, "
+             + (f" ({n_total} training images)" if n_total else "") + f", {seeds_text(records, config)}, "
              f"{config['num_iters']} iterations at batch {config['batch_size']}, G_ch {config['G_ch']} / "
              f"D_ch {config['D_ch']}, attention G {config['G_attn']} / D {config['D_attn']}. Metrics against the "
              f"FULL training data with `{config['feature_net']}` on {config['num_inception_images']} samples "
@@ -164,7 +239,13 @@ def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[
                      f"{kept if kept is not None else '-'} |")
     lines += ["", f"Wall time of this invocation: {seconds:.0f} s (cells read from earlier runs cost nothing).",
               ""]
-    found = directions(records)
+    found, verdict = directions(records), paper_verdict(records)
+    seeds = max(r.get("n_seeds", 1) for r in records)
+    if verdict:
+        lines += ["## Did the paper's directions hold?", "",
+                  f"Each claim is tested against the None row: a change counts when the difference of the means "
+                  f"exceeds {NOISE_SE:g} standard errors ({seeds} seeds per cell); otherwise it is within noise.", "",
+                  *verdict, ""]
     if found:
         lines += ["## Against the no-selection row", "",
                   "The paper (Table 1) finds precision, density and coverage up, recall slightly down and FID "
@@ -176,5 +257,5 @@ def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[
         lines += ["Selection reports: " + ", ".join(f"[{d.name}]({d.relative_to(out)}/)" for d in reports), ""]
     atomic_write_text(out / "summary.md", "\n".join(lines))
     print(markdown_table(records), flush=True)
-    for line in found:
+    for line in verdict + found:
         print(line, flush=True)

@@ -84,7 +84,8 @@ class SN:
 
     def W_(self) -> torch.Tensor:
         """The weight divided by its estimated top singular value."""
-        W = self.weight.view(self.weight.size(0), -1)
+        # reshape, not view: a channels_last conv weight is not contiguous in (out, in*k*k) order.
+        W = self.weight.reshape(self.weight.size(0), -1)
         # The power iteration runs in fp32 even under autocast: a bf16 u would drift.
         with torch.autocast(W.device.type, enabled=False):
             W32 = W.float()

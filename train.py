@@ -32,8 +32,10 @@ from io_utils import atomic_write_json
 from training_utils import (EMA, MetricsLog, NoiseSampler, TrainLog, build_optimizer, get_SVs,
                             tune_cpu_allocator)
 
+# BigGAN-PyTorch's state_dict, plus the wall-clock seconds spent training (tests and saves
+# excluded), which the metrics log records so convergence can be read against time.
 FRESH_STATE = {"itr": 0, "epoch": 0, "save_num": 0, "save_best_num": 0, "best_IS": 0,
-               "best_FID": 999999}
+               "best_FID": 999999, "train_seconds": 0.0}
 
 
 def _wrap(G: nn.Module, D: nn.Module, config: dict, device: torch.device) -> train_fns.Nets:
@@ -246,6 +248,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.N
                 disable=not dist_utils.is_main_process() or config["pbar"] == "none")
     dist_utils.print0(f"Beginning training at epoch {state_dict['epoch']} (iteration {state_dict['itr']})...")
     last_saved, start = state_dict["itr"], time.time()
+    tick = time.perf_counter()
     # Resumed from a copy (the main set was cut short by a crash): the final save repairs it.
     main_set_current = (config["resume"] and checkpoints.is_complete(weights_dir) and
                         checkpoints.load_state_dict_file(weights_dir)["itr"] == state_dict["itr"])
@@ -279,6 +282,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.N
             pbar.update(1)
             pbar.set_postfix({k: f"{v:+.3f}" for k, v in metrics.items() if not k.startswith("skipped")},
                              refresh=False)
+            state_dict["train_seconds"] += time.perf_counter() - tick
 
             if itr % config["test_every"] == 0:
                 if config["G_eval_mode"]:
@@ -288,6 +292,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.N
             if itr % config["save_every"] == 0:
                 checkpoint()
                 last_saved, main_set_current = itr, True
+            tick = time.perf_counter()
         else:
             state_dict["epoch"] += 1
             continue

@@ -338,7 +338,8 @@ def test(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict, experimen
         state_dict["save_best_num"] = (best_num + 1) % config["num_best_copies"]
         save_weights(nets, G_optim, D_optim, state_dict, config,
                      Path(config["weights_root"]) / experiment_name, f"best{best_num}", extra_state, modes)
-    record = {"itr": itr, "IS_mean": IS_mean, "IS_std": IS_std, "FID": FID}
+    record = {"itr": itr, "train_seconds": round(float(state_dict.get("train_seconds", 0.0)), 2),
+              "IS_mean": IS_mean, "IS_std": IS_std, "FID": FID}
     for key, name in (("precision", "P"), ("recall", "R"), ("density", "D"), ("coverage", "C")):
         if key in metrics:
             record[name] = float(metrics[key])

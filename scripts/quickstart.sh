@@ -37,8 +37,9 @@ if [ -n "${QS_CH:-}" ]; then args+=(--G_ch "$QS_CH" --D_ch "$QS_CH"); fi
 if [ -n "${QS_EVAL_IMAGES:-}" ]; then
   args+=(--num_inception_images "$QS_EVAL_IMAGES" --num_pr_images "$QS_EVAL_IMAGES")
 fi
+args+=(--seeds "${QS_SEEDS:-0,1,2}")
 for pair in QS_ITERS:--num_iters QS_BATCH:--batch_size QS_EMBEDDING_RES:--embedding_res \
-            QS_SEED:--seed QS_DEVICE:--device QS_SAVE_EVERY:--save_every QS_LOG_EVERY:--log_every; do
+            QS_DEVICE:--device QS_SAVE_EVERY:--save_every QS_LOG_EVERY:--log_every; do
   var=${pair%%:*}
   if [ -n "${!var:-}" ]; then args+=("${pair#*:}" "${!var}"); fi
 done

@@ -41,6 +41,44 @@ def test_efficientnet_lite0_weights_are_real_imagenet_weights():
     assert emb(_image("chelsea")).shape == (1, 1280)
 
 
+def _stem_variance_ratio(net: backbones.FeatureNet, images: torch.Tensor, mean01, std01) -> float:
+    """Variance of the first conv's output on `images` normalised with (mean01, std01), over
+    the variance its batch norm saw in training (running_var), summed over channels."""
+    body = net.body.net
+    mean = torch.tensor([2 * m - 1 for m in mean01]).view(1, 3, 1, 1)
+    std = torch.tensor([2 * s for s in std01]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        stem = body._conv_stem((images - mean) / std)
+    return float(stem.var(dim=(0, 2, 3)).sum() / body._bn0.running_var.sum())
+
+
+def test_efficientnet_lite0_sees_its_training_normalisation():
+    """The Lite weights were trained on (pixel - 127) / 128: on real photos the first layer's
+    output then has about the variance its BN expects; ImageNet mean/std inflates it ~3.5x."""
+    net = backbones.build_backbone("efficientnet_lite0")
+    assert net.normalization == "efficientnet_lite" and net.metadata()["normalization"] == "efficientnet_lite"
+    photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket(),
+              skimage.data.stereo_motorcycle()[0]]
+    x = torch.cat([torch.nn.functional.interpolate(
+        torch.from_numpy(p[..., :3]).permute(2, 0, 1)[None].float() / 127.5 - 1, size=(224, 224),
+        mode="bilinear", antialias=True) for p in photos])
+    ours = _stem_variance_ratio(net, x, *backbones.NORMALIZATIONS["efficientnet_lite"])
+    imagenet = _stem_variance_ratio(net, x, *backbones.NORMALIZATIONS["imagenet"])
+    assert 0.5 < ours < 1.5, ours
+    assert imagenet > 2.5, imagenet
+    # The wrapper applies exactly that normalisation: [-1, 1] in, (255 x01 - 127) / 128 to the body.
+    seen = {}
+    hook = net.body.net._conv_stem.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    with torch.no_grad():
+        probs = net(x)[1].softmax(1)
+    hook.remove()
+    expected = ((x + 1) / 2 * 255 - 127) / 128
+    assert torch.allclose(seen["x"], expected, atol=1e-5)
+    top_p, top = probs.max(1)
+    assert 281 <= top[1] <= 285 and top_p[1] > 0.6     # chelsea: a cat, confidently
+    assert top[2] == 967 and top_p[2] > 0.6            # coffee: espresso, confidently
+
+
 @pytest.mark.parametrize("name,filename", [("inceptionv3", "inception_v3_google-0cc3c7bd.pth"),
                                            ("resnet50", "resnet50-0676ba61.pth"),
                                            ("places365", "resnet50_places365.pth.tar"),

@@ -159,3 +159,40 @@ def test_grid_refuses_flags_it_sets_per_cell_and_a_missing_budget(repo_root, run
                   "--dataset", "FMNIST32_hdf5", "--feature_net", "efficientnet_lite0")
     assert proc.returncode == 2 and "is missing: prepare the data first" in proc.stderr
     assert not (tmp_path / "weights").exists()
+
+
+def _record(cell: str, seed: int, **metrics) -> dict:
+    return {"cell": cell, "run": f"{cell}_seed{seed}", "seed": seed, "labels": ["None", "100", "-", "-"],
+            "status": "done", "flags": [], "itr": 10, "sheet": "", "train_seconds": 2.0, "eval_seconds": 1.0,
+            "train_launches": 1, "metrics": metrics}
+
+
+def test_seeds_aggregate_to_mean_and_sample_std_and_the_noise_test():
+    import grid_report
+    assert eg.parse_seeds("0, 1,2") == [0, 1, 2]
+    for bad in ("", "0,0", "a"):
+        with pytest.raises(ValueError, match="--seeds"):
+            eg.parse_seeds(bad)
+    runs = [_record("none", s, precision=p, recall=0.3) for s, p in enumerate((0.5, 0.6, 0.7))]
+    base = eg.aggregate(runs)
+    assert base["n_seeds"] == 3 and base["runs"] == ["none_seed0", "none_seed1", "none_seed2"]
+    assert base["metrics"]["precision"] == pytest.approx(0.6)
+    assert base["metrics_std"]["precision"] == pytest.approx(0.1)  # ddof=1
+    assert base["metrics_std"]["recall"] == 0 and base["train_seconds"] == 6.0
+    assert eg.aggregate(runs[:1])["n_seeds"] == 1 and "metrics_std" not in eg.aggregate(runs[:1])
+    # Standard error of the difference: sqrt(0.1^2/3 + 0.1^2/3) = 0.0816; 2 SE = 0.163.
+    near = eg.aggregate([_record("gaussian_50", s, precision=p, recall=0.3) for s, p in enumerate((0.6, 0.7, 0.8))])
+    far = eg.aggregate([_record("gaussian_50", s, precision=p, recall=0.1) for s, p in enumerate((0.8, 0.9, 1.0))])
+    verdict, z = grid_report.compare(base, near, "precision", "↑")
+    assert verdict == "within noise" and z == pytest.approx(0.1 / 0.0816497, rel=1e-4)
+    assert grid_report.compare(base, far, "precision", "↑")[0] == "better"
+    assert grid_report.compare(base, far, "recall", "↑")[0] == "worse"  # 0.3 -> 0.1 with zero spread
+    assert grid_report.metric_text(base, "precision", "{:.3f}") == "0.600 ± 0.100"
+    # One seed: the sign decides and the summary says it is not a test.
+    single = {**runs[0], "n_seeds": 1}
+    assert grid_report.compare(single, {**runs[1], "n_seeds": 1}, "precision", "↑") == ("better", None)
+    far["labels"] = ["Gaussian", "50", "EfficientNet-Lite0", "ImageNet"]
+    lines = grid_report.paper_verdict([base, far])
+    assert len(lines) == 2  # density is not in these records
+    assert "precision up: **held** (better, +" in lines[0]
+    assert "recall down a little or unchanged: **held** (worse" in lines[1]

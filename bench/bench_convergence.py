@@ -1,0 +1,221 @@
+"""How fast a training recipe learns on the CPU: FID, precision, recall, density and coverage
+against training seconds and iterations, on Fashion-MNIST at 32 px. It is how recipes are
+compared: side by side, on the same machine, in the same run.
+
+    python bench/bench_convergence.py                                  # the fmnist32_cpu recipe, 10 min
+    python bench/bench_convergence.py --recipes fmnist32_cpu,fmnist32_cpu_fp32 --seconds 300
+    python bench/bench_convergence.py --recipes fmnist32_cpu --extra "--G_lr 4e-4" --name lr4e-4
+
+Each recipe is an experiment_grid.py preset (RECIPES below adds the variants measured for
+the README). For each recipe and seed, train.py runs in a subprocess with --test_every, so the
+metrics are computed during training by the project's own test() (G_ema when the recipe uses
+EMA, 1000 samples against the original data's moments and manifold, the same feature network
+and k for every recipe); train.py records in each test line the seconds spent training (tests
+and checkpoint writes excluded), and the run is stopped at the first test past --seconds.
+A real-vs-real row (1000 training images that are not in the manifold, through the same
+get_metrics) gives the floor every recipe is read against.
+
+Outputs: one JSON line per test and one per recipe at the budget, printed and appended to
+bench/results.jsonl (`bench: bench_convergence.py`), and a PNG of the curves (--png).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+import experiment_grid  # noqa: E402
+import utils  # noqa: E402
+
+METRIC_KEYS = (("FID", "FID"), ("P", "precision"), ("R", "recall"), ("D", "density"), ("C", "coverage"))
+# Variants of the presets that the README's recipe table compares (flags appended to the preset).
+RECIPES = {
+    "fmnist32_cpu": ("fmnist32_cpu", ""),
+    "fmnist32_cpu_fp32": ("fmnist32_cpu", "--amp none"),
+    "fmnist32_cpu_no_ema": ("fmnist32_cpu", "--use_ema --ema_decay 0"),
+}
+
+
+def recipe_flags(name: str, extra: str) -> list[str]:
+    """train.py flags of recipe `name` (a RECIPES key or an experiment_grid preset) plus `extra`."""
+    if name in RECIPES:
+        preset, more = RECIPES[name]
+    elif name in experiment_grid.PRESETS:
+        preset, more = name, ""
+    else:
+        raise utils.UserError(f"--recipes: unknown recipe {name!r}; choose from "
+                              f"{', '.join(sorted(set(RECIPES) | set(experiment_grid.PRESETS)))}")
+    return experiment_grid.PRESETS[preset][0].split() + more.split() + extra.split()
+
+
+def real_vs_real(config: dict, num_images: int) -> dict:
+    """Metrics of `num_images` real training images that are not in the manifold (the floor)."""
+    import torch
+
+    import inception_utils
+    import loaders
+    dataset = loaders.build_dataset(config)
+    taken = set(inception_utils.manifold_indices(len(dataset), config["num_pr_images"], 0).tolist())
+    free = np.array([i for i in range(len(dataset)) if i not in taken])
+    if len(free) < num_images:
+        raise utils.UserError(f"real-vs-real needs {num_images} images outside the manifold's "
+                              f"{config['num_pr_images']}; use more --max_images")
+    chosen = np.random.default_rng(1).permutation(free)[:num_images]
+    batches = iter(np.array_split(chosen, max(1, num_images // 100)))
+
+    def sample_fn():
+        return torch.stack([dataset[int(i)][0] for i in next(batches)])
+
+    get_metrics = inception_utils.prepare_inception_metrics(config, device="cpu")
+    return {k: float(v) for k, v in get_metrics(sample_fn, num_images, prints=False).items()}
+
+
+def read_tests(path: Path) -> list[dict]:
+    """The test lines of a metrics log written so far (a line being written is skipped)."""
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def train_for(flags: list[str], seconds: float, test_every: int, out: Path, name: str, threads: int,
+              log) -> list[dict]:
+    """Run train.py until its first test past `seconds` of training; returns the test lines."""
+    metrics_log = out / "logs" / f"{name}_log.jsonl"
+    cmd = [sys.executable, str(REPO / "train.py"), *flags, "--experiment_name", name, "--base_root", str(out),
+           "--num_iters", "100000000", "--test_every", str(test_every), "--save_every", "100000000",
+           "--num_best_copies", "0", "--pbar", "none", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+    with open(out / f"{name}.train.log", "w") as handle:
+        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        seen = 0
+        try:
+            while proc.poll() is None:
+                tests = read_tests(metrics_log)
+                for test in tests[seen:]:
+                    log(test)
+                seen = len(tests)
+                if tests and tests[-1]["train_seconds"] >= seconds:
+                    break
+                time.sleep(2)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+    if proc.returncode not in (0, -signal.SIGTERM, None):
+        raise utils.UserError(f"train.py failed (exit {proc.returncode}); see {out / (name + '.train.log')}")
+    return read_tests(metrics_log)
+
+
+def at_budget(tests: list[dict], seconds: float) -> dict:
+    """The metrics at `seconds` of training: the last test at or before it."""
+    before = [t for t in tests if t["train_seconds"] <= seconds * 1.02] or tests[:1]
+    return before[-1]
+
+
+def plot(records: list[dict], floor: dict, path: Path) -> None:
+    """Five panels (FID, P, R, D, C against training seconds), one line per recipe and seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 5, figsize=(20, 3.8))
+    recipes = sorted({r["recipe"] for r in records})
+    colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(recipes)}
+    for ax, (short, long) in zip(axes, METRIC_KEYS):
+        for (recipe, seed) in sorted({(r["recipe"], r["seed"]) for r in records}):
+            rows = [r for r in records if r["recipe"] == recipe and r["seed"] == seed]
+            ax.plot([r["train_seconds"] for r in rows], [r[long] for r in rows], marker="o", ms=3,
+                    color=colours[recipe], label=f"{recipe} (seed {seed})")
+        ax.axhline(floor[long], color="k", ls="--", lw=1, label="real vs real")
+        ax.set_title(long if short != "FID" else "FID (lower is better)")
+        ax.set_xlabel("training seconds (2 CPU cores)" if os.cpu_count() == 2 else "training seconds")
+        if short == "FID":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Convergence on Fashion-MNIST 32 px (efficientnet_lite0 features, 1000 samples, k=5)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipes", default="fmnist32_cpu", help="comma-separated RECIPES keys or presets")
+    p.add_argument("--extra", default="", help="train.py flags appended to every recipe")
+    p.add_argument("--name", default="", help="suffix of the recipe names in the output (with --extra)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=600, help="training seconds per run (default: %(default)s)")
+    p.add_argument("--test_every", type=int, default=300, help="iterations between tests (default: %(default)s)")
+    p.add_argument("--max_images", type=int, default=3000, help="Fashion-MNIST training images (default: %(default)s)")
+    p.add_argument("--data_root", default="", help="prepared data (default: OUT/data, made when missing)")
+    p.add_argument("--out", default="results/convergence", help="runs, logs and data (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads per run")
+    p.add_argument("--png", default=str(BENCH / "convergence.png"), help="the curves (default: %(default)s)")
+    p.add_argument("--results", default=str(BENCH / "results.jsonl"), help="JSON lines appended here")
+    args = p.parse_args(argv)
+    if args.seconds <= 0 or args.test_every < 1 or args.threads < 1:
+        raise utils.UserError("--seconds must be > 0, --test_every and --threads >= 1")
+    out = Path(args.out)
+    data_root = args.data_root or str(out / "data")
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    base = recipe_flags(recipes[0], args.extra)
+    config = vars(utils.prepare_parser().parse_args(base + ["--data_root", data_root, "--device", "cpu"]))
+    experiment_grid.prepare_fmnist(config, args.max_images, args.threads)
+    common = {"bench": "bench_convergence.py", "max_images": args.max_images, "seconds": args.seconds,
+              "machine": {"cpus": len(os.sched_getaffinity(0)), "threads": args.threads,
+                          "platform": platform.platform(), "processor": platform.processor()}}
+
+    def emit(record: dict) -> None:
+        line = json.dumps({**common, **record})
+        print(line, flush=True)
+        if args.results:
+            with open(args.results, "a") as fh:
+                fh.write(line + "\n")
+
+    floor = real_vs_real(config, config["num_inception_images"])
+    emit({"name": "real_vs_real", **floor})
+    records = []
+    for recipe in recipes:
+        label = recipe + (f"+{args.name}" if args.name else "")
+        for seed in seeds:
+            run_name = f"{label}_seed{seed}".replace("+", "_")
+            if (out / "weights" / run_name).exists():
+                shutil.rmtree(out / "weights" / run_name)
+            flags = recipe_flags(recipe, args.extra) + ["--data_root", data_root, "--seed", str(seed)]
+
+            def log(test: dict, recipe=label, seed=seed) -> None:
+                row = {"recipe": recipe, "seed": seed, "itr": test["itr"], "train_seconds": test["train_seconds"],
+                       **{long: test.get(short) for short, long in METRIC_KEYS}}
+                records.append(row)
+                emit({"name": "convergence_curve", **row})
+
+            tests = train_for(flags, args.seconds, args.test_every, out, run_name, args.threads, log)
+            final = at_budget(tests, args.seconds)
+            emit({"name": "convergence_at_budget", "recipe": label, "seed": seed, "flags": " ".join(flags),
+                  "itr": final["itr"], "train_seconds": final["train_seconds"],
+                  **{long: final.get(short) for short, long in METRIC_KEYS},
+                  "FID_over_real_FID": round(final["FID"] / floor["FID"], 2)})
+    if args.png and records:
+        plot(records, floor, Path(args.png))
+
+
+if __name__ == "__main__":
+    utils.run_cli(main)

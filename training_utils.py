@@ -80,28 +80,36 @@ class EMA:
                  start_itr: int = 0) -> None:
         self.decay = decay
         self.start_itr = start_itr
-        src, tgt = source.state_dict(keep_vars=True), target.state_dict(keep_vars=True)
+        self.source, self.target = source, target
+        src, tgt = self._pairs()
         if src.keys() != tgt.keys():
             raise ValueError("EMA: G and G_ema have different state-dict keys; build G_ema "
                              "from the same config as G")
-        pairs = [(src[k].detach(), tgt[k].detach()) for k in src]
-        self._float_src = [s for s, t in pairs if t.is_floating_point()]
-        self._float_tgt = [t for s, t in pairs if t.is_floating_point()]
-        self._other = [(s, t) for s, t in pairs if not t.is_floating_point()]
         with torch.no_grad():
-            for s, t in pairs:
-                t.copy_(s)
+            for k in src:
+                tgt[k].copy_(src[k])
+
+    def _pairs(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        # Looked up at every update, never cached: `.to(memory_format=...)`, `.to(device)` or a
+        # wrapper can swap a module's tensors after construction, and a cached tensor would
+        # then be a stale copy that G_ema averages forever (G_ema frozen at initialisation).
+        return ({k: v.detach() for k, v in self.source.state_dict(keep_vars=True).items()},
+                {k: v.detach() for k, v in self.target.state_dict(keep_vars=True).items()})
 
     @torch.no_grad()
     def update(self, itr: int | None = None) -> None:
         """Blend G into G_ema; `itr` below `start_itr` pegs G_ema to G (BigGAN-PyTorch)."""
         decay = 0.0 if itr and itr < self.start_itr else self.decay
-        scaled_tgt = torch._foreach_mul(self._float_tgt, decay)
-        scaled_src = torch._foreach_mul(self._float_src, 1 - decay)
+        src, tgt = self._pairs()
+        floats = [k for k, t in tgt.items() if t.is_floating_point()]
+        float_src, float_tgt = [src[k] for k in floats], [tgt[k] for k in floats]
+        scaled_tgt = torch._foreach_mul(float_tgt, decay)
+        scaled_src = torch._foreach_mul(float_src, 1 - decay)
         torch._foreach_add_(scaled_tgt, scaled_src)
-        torch._foreach_copy_(self._float_tgt, scaled_tgt)
-        for s, t in self._other:
-            t.copy_(s)
+        torch._foreach_copy_(float_tgt, scaled_tgt)
+        for k, t in tgt.items():
+            if not t.is_floating_point():
+                t.copy_(src[k])
 
 
 def build_optimizer(model: nn.Module, foreach: bool | None = True) -> torch.optim.Adam:

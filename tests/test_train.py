@@ -84,6 +84,25 @@ def test_ema_matches_biggan_formula_and_pegs_before_start():
         assert torch.equal(value, expected), key
 
 
+def test_ema_follows_g_after_its_tensors_are_swapped_by_channels_last():
+    """`.to(memory_format=channels_last)` (--channels_last) replaces every 4-d weight tensor; an EMA
+    that kept the old tensors averaged a stale copy and left G_ema at its initialisation."""
+    config = tiny_config()
+    G, _, _, _ = build(config, 0)
+    G_ema, _, _, _ = build(config, 1)
+    ema = EMA(G, G_ema, decay=0.5)
+    G.to(memory_format=torch.channels_last)
+    G_ema.to(memory_format=torch.channels_last)
+    start = copy.deepcopy(G_ema.state_dict())
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(1.0)
+    ema.update(1)
+    for key, value in G_ema.state_dict().items():
+        if value.is_floating_point() and value.dim() == 4:
+            assert torch.equal(value, start[key] * 0.5 + G.state_dict()[key] * 0.5), key
+
+
 def test_foreach_adam_equals_the_plain_loop():
     config = tiny_config()
     G1, _, opt1, _ = build(config)

@@ -444,3 +444,18 @@ def test_launch_command_lines_run_two_iterations(fmnist_folder, tmp_path, repo_r
     (run_dir,) = (tmp_path / "weights").iterdir()
     state = checkpoints.load_state_dict_file(run_dir)
     assert state["itr"] == 2 and checkpoints.is_complete(run_dir)
+
+
+def test_the_same_seeded_command_twice_gives_identical_metrics(fmnist_folder, tmp_path, run_py):
+    """The recipe's speed flags (bf16 autocast, channels_last) on 2 threads, as the quickstart
+    trains: two runs of one command agree bit for bit, weights and metrics alike."""
+    logs = []
+    for name in ("first", "second"):
+        flags = base_flags(fmnist_folder, tmp_path / name, "--num_iters", "4", "--test_every", "4",
+                           "--save_every", "4", "--amp", "bf16", "--channels_last", "--use_ema")
+        proc = run_py("train.py", *flags)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        logs.append([{k: v for k, v in line.items() if k != "train_seconds"}
+                     for line in read_jsonl(tmp_path / name / "logs" / "tiny_log.jsonl")])
+    assert logs[0] == logs[1] and logs[0][0]["itr"] == 4 and "FID" in logs[0][0]
+    assert_same_weights(tmp_path / "first" / "weights" / "tiny", tmp_path / "second" / "weights" / "tiny")

@@ -66,7 +66,7 @@ def real_vs_real(config: dict, num_images: int) -> dict:
 
     import inception_utils
     import loaders
-    dataset = loaders.build_dataset(config)
+    dataset = loaders.get_dataset_from_config(config, augment=False)
     taken = set(inception_utils.manifold_indices(len(dataset), config["num_pr_images"], 0).tolist())
     free = np.array([i for i in range(len(dataset)) if i not in taken])
     if len(free) < num_images:

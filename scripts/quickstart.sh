@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# The whole idea in one command, on a CPU, in about 15 minutes (2 cores), from a fresh clone:
+# The whole idea in one command, on a CPU, in under 20 minutes (2 cores), from a fresh clone:
 #   1. set up (.venv + Fashion-MNIST; idempotent, seconds when up to date);
 #   2. prepare Fashion-MNIST at 32 px: the first QS_IMAGES training images as an HDF5 file,
-#      their FID moments and P/R/D/C manifold with the offline efficientnet_lite0 network;
+#      their FID moments and P/R/D/C manifold with the offline efficientnet_lite0 network (224 px);
 #   3. instance selection: keep the densest 50 % of each class (efficientnet_lite0 embedding,
-#      Gaussian likelihood) and write its report (most/least dense images, score histograms);
-#   4. train two small class-conditional BigGANs with the same seed, architecture and budget,
-#      one on all images and one on the selected half;
-#   5. score both against ALL the images (IS, FID, precision, recall, density, coverage) and
-#      write a side-by-side summary (summary.md, summary.png, samples.png, curves/, selection/).
+#      Gaussian likelihood) and write its report (most/least dense images, score histograms),
+#      plus the control: a uniformly random 50 % of each class;
+#   4. train the CPU recipe (experiment_grid.py's fmnist32_cpu preset) three times per row with
+#      seeds 0, 1, 2: on all images, on the uniform half and on the selected half;
+#   5. score every run against ALL the images (IS, FID, precision, recall, density, coverage) and
+#      write the summary: mean +- std over seeds, "better"/"worse"/"within noise" against all
+#      data, and whether the paper's directions held (summary.md, summary.png, samples.png, curves/).
 # Run it again and finished steps are read back, not redone (an interrupted run resumes).
 # Environment (defaults): QS_OUT (results/quickstart), QS_IMAGES (3000; 0 = all 60k),
-#   QS_ITERS (400), QS_BATCH (32), QS_CH (16), QS_EVAL_IMAGES (1000), QS_EMBEDDING_RES (64),
-#   QS_JOBS (2 cells trained at once), QS_SEED (0), QS_DEVICE (auto), QS_SAVE_EVERY (100),
-#   QS_LOG_EVERY (10), QS_DATA_ROOT ($QS_OUT/data), QS_SKIP_SETUP (0), PYTHON (.venv/bin/python).
-# Extra arguments are train.py flags for both runs, e.g. --G_lr 1e-4.
-# The FID here is NOT the standard Inception FID (efficientnet_lite0 features): compare the two
-# runs with each other, not with papers.
+#   QS_ITERS (the preset's 550), QS_SEEDS (0,1,2), QS_BATCH, QS_CH, QS_EVAL_IMAGES (1000),
+#   QS_EMBEDDING_RES (0 = 224 px), QS_JOBS (2 runs trained at once), QS_DEVICE (auto),
+#   QS_SAVE_EVERY, QS_LOG_EVERY, QS_DATA_ROOT ($QS_OUT/data), QS_SKIP_SETUP (0), PYTHON (.venv/bin/python).
+# Extra arguments are train.py flags for every run, e.g. --G_lr 5e-4.
+# The FID here is NOT the standard Inception FID (efficientnet_lite0 features): compare the
+# rows with each other, not with papers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -28,8 +30,8 @@ PY=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 
 OUT=${QS_OUT:-results/quickstart}
-# The model, budget and metric settings are experiment_grid.py's fmnist32_cpu preset (ch 16,
-# batch 32, no attention, 400 iterations, 1000 metric images); QS_* variables override them.
+# The model, budget and metric settings are experiment_grid.py's fmnist32_cpu preset (the CPU
+# recipe, 550 iterations per run here, 1000 metric images); QS_* variables override them.
 args=(--grid quickstart --output_dir "$OUT" --preset fmnist32_cpu --jobs "${QS_JOBS:-2}"
       --prepare --max_images "${QS_IMAGES:-3000}" --data_root "${QS_DATA_ROOT:-$OUT/data}"
       --title "Quickstart: BigGAN on Fashion-MNIST 32 px, all images vs the densest 50 %")

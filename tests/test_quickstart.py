@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 TINY = {"QS_IMAGES": "100", "QS_ITERS": "4", "QS_SAVE_EVERY": "2", "QS_LOG_EVERY": "1",
-        "QS_EVAL_IMAGES": "24", "QS_EMBEDDING_RES": "32", "QS_CH": "8", "QS_BATCH": "8"}
+        "QS_EVAL_IMAGES": "24", "QS_EMBEDDING_RES": "32", "QS_CH": "8", "QS_BATCH": "8", "QS_SEEDS": "0,1"}
 HEADER = "| Instance Selection | RR (%) | Embedding | Pretraining | IS ↑ | FID ↓ | P ↑ | R ↑ | D ↑ | C ↑ |"
 
 
@@ -52,38 +52,55 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
     for name in ("score_histogram.png", "class_0_density.png"):
         assert min(_png_size(report / name)) > 100
 
-    # Two runs, same budget, both scored against the full data.
+    # Three rows (all data, the uniform control, the selection), two seeds each, same budget,
+    # every run scored against the full data.
     results = json.loads((out / "results.json").read_text())
     cells = {c["cell"]: c for c in results["cells"]}
-    assert list(cells) == ["none", "gaussian_50"]
+    assert list(cells) == ["none", "uniform_50", "gaussian_50"]
     for key, cell in cells.items():
-        assert cell["status"] == "done" and cell["itr"] == 4
-        assert all(math.isfinite(cell["metrics"][k]) for k in
-                   ("IS_mean", "FID", "precision", "recall", "density", "coverage"))
-        metrics = json.loads((out / "samples" / key / "metrics.json").read_text())
-        assert metrics["dataset"] == "FMNIST32_hdf5" and metrics["feature_net"] == "efficientnet_lite0"
-        assert metrics["FID"] == cell["metrics"]["FID"] and metrics["num_images"] == 24
-        assert (out / "weights" / key / "G.pth").exists()
+        assert cell["status"] == "done" and cell["itr"] == 4 and cell["n_seeds"] == 2
+        assert cell["runs"] == [f"{key}_seed0", f"{key}_seed1"] and cell["seeds"] == [0, 1]
+        for name in ("IS_mean", "FID", "precision", "recall", "density", "coverage"):
+            per_seed = cell["per_seed"][name]
+            assert all(math.isfinite(v) for v in per_seed)
+            assert cell["metrics"][name] == sum(per_seed) / 2
+            assert math.isclose(cell["metrics_std"][name], abs(per_seed[0] - per_seed[1]) / math.sqrt(2))
+        for seed, run in enumerate(cell["runs"]):
+            metrics = json.loads((out / "samples" / run / "metrics.json").read_text())
+            assert metrics["dataset"] == "FMNIST32_hdf5" and metrics["feature_net"] == "efficientnet_lite0"
+            assert metrics["FID"] == cell["per_seed"]["FID"][seed] and metrics["num_images"] == 24
+            assert metrics["experiment"] == run
+            assert (out / "weights" / run / "G.pth").exists()
         assert min(_png_size(cell["sheet"])) > 100
+    assert cells["none"]["per_seed"]["FID"][0] != cells["none"]["per_seed"]["FID"][1]  # the seeds differ
     assert cells["none"]["labels"] == ["None", "100", "-", "-"]
+    assert cells["uniform_50"]["labels"] == ["Uniform", "50", "-", "-"]
     assert cells["gaussian_50"]["labels"] == ["Gaussian", "50", "EfficientNet-Lite0", "ImageNet"]
     flags = cells["gaussian_50"]["flags"]
     assert flags[flags.index("--retention_ratio") + 1] == "50"
-    assert cells["none"]["flags"][:-2] == flags[:-4]  # same shared flags, only selection differs
+    assert cells["none"]["flags"][:-4] == flags[:-6]  # same shared flags, only selection differs
+    assert flags[-2:] == ["--seed", "0"]
 
-    # The side-by-side summary: table, sample sheets, curves, everything in one picture.
+    # The summary: mean ± std table, the noise test, the paper's directions, the pictures.
     text = (out / "summary.md").read_text()
     lines = text.splitlines()
     row = lines.index(HEADER)
-    none_row, gauss_row = lines[row + 2], lines[row + 3]
+    none_row, uniform_row, gauss_row = lines[row + 2], lines[row + 3], lines[row + 4]
     assert none_row.startswith("| None | 100 | - | - | ")
+    assert uniform_row.startswith("| Uniform | 50 | - | - | ")
     assert gauss_row.startswith("| Gaussian | 50 | EfficientNet-Lite0 | ImageNet | ")
-    assert f"{cells['none']['metrics']['FID']:.2f}" in none_row
-    assert f"{cells['gaussian_50']['metrics']['precision']:.3f}" in gauss_row
+    fid = cells["none"]
+    assert f"{fid['metrics']['FID']:.2f} ± {fid['metrics_std']['FID']:.2f}" in none_row
+    assert f"{cells['gaussian_50']['metrics']['precision']:.3f} ± " in gauss_row
+    assert "seeds 0, 1 (mean ± sample std over seeds)" in text
+    assert "## Did the paper's directions hold?" in text
+    verdicts = [line for line in lines if line.startswith("- Gaussian 50 %") and "held" in line]
+    assert len(verdicts) == 3 and all(" SE)" in line for line in verdicts)
+    assert sum(line.startswith("- Uniform 50 %: ") for line in lines) == 3
     for picture in ("samples.png", "curves/losses.png", "selection/gaussian_50/score_histogram.png"):
         assert f"]({picture})" in text
     sheets_w, sheets_h = _png_size(out / "samples.png")
-    assert sheets_w > sheets_h  # two sheets side by side
+    assert sheets_w > sheets_h  # three sheets side by side
     summary_w, summary_h = _png_size(out / "summary.png")
     assert summary_h > sheets_h and summary_w > 400
     assert min(_png_size(out / "curves" / "losses.png")) > 100

@@ -215,8 +215,10 @@ def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[
     if grid == "figure3":
         figures.insert(0, plot_sweep(records, out / "ratio_sweep.png"))
     reports = [out / "selection" / r["cell"] for r in records if (out / "selection" / r["cell"]).is_dir()]
-    if reports:
-        figures += [reports[0] / "score_histogram.png", *sorted(reports[0].glob("class_*_density.png"))[:1]]
+    scored = [out / "selection" / r["cell"] for r in records if r["labels"][0] not in ("None", "Uniform")]
+    shown = next((d for d in scored if d in reports), reports[0] if reports else None)  # a density report
+    if shown is not None:
+        figures += [shown / "score_histogram.png", *sorted(shown.glob("class_*_density.png"))[:1]]
     plot_summary(figures, out / "summary.png")
     n_total = next((json.loads((d / "summary.json").read_text())["n_total"] for d in reports
                     if (d / "summary.json").exists()), None)

@@ -13,7 +13,7 @@
 #      data, and whether the paper's directions held (summary.md, summary.png, samples.png, curves/).
 # Run it again and finished steps are read back, not redone (an interrupted run resumes).
 # Environment (defaults): QS_OUT (results/quickstart), QS_IMAGES (3000; 0 = all 60k),
-#   QS_ITERS (the preset's 550), QS_SEEDS (0,1,2), QS_BATCH, QS_CH, QS_EVAL_IMAGES (1000),
+#   QS_ITERS (the preset's 350), QS_SEEDS (0,1,2), QS_BATCH, QS_CH, QS_EVAL_IMAGES (1000),
 #   QS_EMBEDDING_RES (0 = 224 px), QS_JOBS (2 runs trained at once), QS_DEVICE (auto),
 #   QS_SAVE_EVERY, QS_LOG_EVERY, QS_DATA_ROOT ($QS_OUT/data), QS_SKIP_SETUP (0), PYTHON (.venv/bin/python).
 # Extra arguments are train.py flags for every run, e.g. --G_lr 5e-4.
@@ -31,7 +31,7 @@ PY=${PYTHON:-python}
 
 OUT=${QS_OUT:-results/quickstart}
 # The model, budget and metric settings are experiment_grid.py's fmnist32_cpu preset (the CPU
-# recipe, 550 iterations per run here, 1000 metric images); QS_* variables override them.
+# recipe, 350 iterations per run here, 1000 metric images); QS_* variables override them.
 args=(--grid quickstart --output_dir "$OUT" --preset fmnist32_cpu --jobs "${QS_JOBS:-2}"
       --prepare --max_images "${QS_IMAGES:-3000}" --data_root "${QS_DATA_ROOT:-$OUT/data}"
       --title "Quickstart: BigGAN on Fashion-MNIST 32 px, all images vs the densest 50 %")

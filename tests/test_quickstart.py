@@ -66,7 +66,7 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
             assert cell["metrics"][name] == sum(per_seed) / 2
             assert math.isclose(cell["metrics_std"][name], abs(per_seed[0] - per_seed[1]) / math.sqrt(2))
         for seed, run in enumerate(cell["runs"]):
-            metrics = json.loads((out / "samples" / run / "metrics.json").read_text())
+            metrics = json.loads((out / "samples" / run / "metrics_ema.json").read_text())  # G_ema (--use_ema)
             assert metrics["dataset"] == "FMNIST32_hdf5" and metrics["feature_net"] == "efficientnet_lite0"
             assert metrics["FID"] == cell["per_seed"]["FID"][seed] and metrics["num_images"] == 24
             assert metrics["experiment"] == run
@@ -94,9 +94,10 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
     assert f"{cells['gaussian_50']['metrics']['precision']:.3f} ± " in gauss_row
     assert "seeds 0, 1 (mean ± sample std over seeds)" in text
     assert "## Did the paper's directions hold?" in text
-    verdicts = [line for line in lines if line.startswith("- Gaussian 50 %") and "held" in line]
+    verdicts = [line for line in lines if line.startswith("- Gaussian 50 % (") and ": **" in line]
     assert len(verdicts) == 3 and all(" SE)" in line for line in verdicts)
-    assert sum(line.startswith("- Uniform 50 %: ") for line in lines) == 3
+    assert [v.split(": ")[1] for v in verdicts] == ["precision up", "density up", "recall down a little or unchanged"]
+    assert sum(line.startswith("- Uniform 50 %: ") and ": **" in line for line in lines) == 3
     for picture in ("samples.png", "curves/losses.png", "selection/gaussian_50/score_histogram.png"):
         assert f"]({picture})" in text
     sheets_w, sheets_h = _png_size(out / "samples.png")

@@ -300,17 +300,27 @@ def test_model_kwargs_and_build_models_from_a_full_config():
         BigGAN.model_kwargs(BigGAN.Generator, dict(config, resolution=0))
 
 
-def test_speed_flags_are_noops_with_warning_on_cpu():
+def test_speed_flags_on_the_cpu_bf16_autocast_and_channels_last():
     G, _ = tiny(BigGAN, 32)
-    before = {k: v.clone() for k, v in G.state_dict().items()}
-    cfg = {'amp': 'bf16', 'channels_last': True, 'compile': True}
-    with pytest.warns(UserWarning):
-        assert BigGAN.apply_speed_flags(G, cfg, 'cpu') is G
-    with pytest.warns(UserWarning, match='--amp'):
-        ctx = BigGAN.autocast_context(cfg, torch.device('cpu'))
+    z, y = sample(G, 4)
+    with torch.no_grad():
+        reference = G(z, G.shared(y))
+    cfg = {'amp': 'bf16', 'channels_last': True}
+    assert BigGAN.apply_speed_flags(G, cfg, 'cpu') is G
+    conv = next(m for m in G.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(G(z, G.shared(y)), reference, atol=1e-5)  # same function, other layout
+    with BigGAN.autocast_context(cfg, torch.device('cpu')):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+        with torch.no_grad():
+            out = G(z, G.shared(y))
+    assert (out.float() - reference).abs().max() < 0.1  # bf16 rounding, not another function
+    assert not BigGAN.grad_scaler(cfg, 'cpu').is_enabled()  # bf16 needs no loss scaling
+    with pytest.warns(UserWarning, match='--amp fp16'):
+        ctx = BigGAN.autocast_context({'amp': 'fp16'}, torch.device('cpu'))
     with ctx:
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
-    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
     with pytest.raises(ValueError, match='--amp'):
         BigGAN.autocast_context({'amp': 'fp8'}, 'cpu')
 

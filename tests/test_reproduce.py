@@ -29,7 +29,7 @@ def data_root(tmp_path_factory):
 def _env(fmnist_root, data_root, out, **extra) -> dict:
     return dict(os.environ, FMNIST_ROOT=str(fmnist_root), PYTHON=sys.executable, OMP_NUM_THREADS="1",
                 OUT_DIR=str(out), DATA_ROOT=str(data_root), MAX_IMAGES="100", EVAL_IMAGES="24", CH="8",
-                BATCH="8", EMBEDDING_RES="32", JOBS="2", **extra)
+                BATCH="8", EMBEDDING_RES="32", JOBS="2", SEEDS="0", **extra)
 
 
 def _run(script: str, env: dict, repo_root) -> subprocess.CompletedProcess:

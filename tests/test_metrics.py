@@ -184,6 +184,15 @@ def test_moments_file_records_network_and_refuses_another(tmp_path):
         iu.load_moments(path, other)
     with pytest.raises(ValueError, match="resolution"):
         iu.load_moments(path, iu.load_feature_net("efficientnet_lite0", resolution=64))
+    # A file from before the EfficientNet-Lite normalisation fix records no normalisation.
+    with np.load(path, allow_pickle=False) as z:
+        old = {k: z[k] for k in z.files if k != "normalization"}
+    np.savez(tmp_path / "before_fix.npz", **old)
+    with pytest.raises(ValueError, match="does not record the feature network's normalization"):
+        iu.load_moments(tmp_path / "before_fix.npz", net)
+    np.savez(tmp_path / "other_norm.npz", **old, normalization=np.array("imagenet"))
+    with pytest.raises(ValueError, match="normalization 'imagenet' \\(now 'efficientnet_lite'\\)"):
+        iu.load_moments(tmp_path / "other_norm.npz", net)
     np.savez(tmp_path / "legacy.npz", mu=moments["mu"], sigma=moments["sigma"])  # BigGAN-PyTorch's
     with pytest.raises(ValueError, match="does not record"):
         iu.load_moments(tmp_path / "legacy.npz", net)

@@ -13,6 +13,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 from torch.utils.data import Dataset
 
+import backbones
 import datasets
 import density_estimators as de
 import instance_selection as sel
@@ -299,3 +300,28 @@ def test_unlabelled_dataset_end_to_end(tmp_path):
     with np.load(tmp_path / "sel.npz", allow_pickle=False) as z:
         scores = z["scores"]
     assert set(sub.indices) == set(np.argsort(-scores, kind="stable")[:10].tolist())
+
+
+def test_embedding_cache_records_preprocessing_and_an_old_one_is_recomputed(tmp_path, capsys):
+    """A cache written before the EfficientNet-Lite normalisation fix (no `normalization`
+    in its metadata), or at another input resolution, is recomputed, never reused."""
+    root = tmp_path / "imgs"
+    _write_folder(root)
+    data = datasets.get_dataset("custom", root, resolution=8)
+    kw = dict(embedding_res=32, batch_size=6, num_workers=0, device=torch.device("cpu"), progress=False)
+    fingerprint = sel.dataset_fingerprint(data, sel.dataset_labels(data, progress=False))
+    emb, hit = sel.get_embeddings(data, "efficientnet_lite0", fingerprint, tmp_path / "cache", **kw)
+    assert not hit and emb.shape == (len(data), 1280)
+    (path,) = (tmp_path / "cache").glob("embeddings_*.npz")
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+    assert meta["normalization"] == "efficientnet_lite" and meta["input_res"] == 32
+    assert sel.get_embeddings(data, "efficientnet_lite0", fingerprint, tmp_path / "cache", **kw)[1]
+    old = {k: v for k, v in meta.items() if k not in ("normalization", "input_res", "resize_method")}
+    np.savez(path, meta=np.array(json.dumps(old, sort_keys=True)), embeddings=emb + 1)
+    again, hit = sel.get_embeddings(data, "efficientnet_lite0", fingerprint, tmp_path / "cache", **kw)
+    assert not hit and np.allclose(again, emb, atol=1e-4)  # recomputed, not the stale +1 values
+    assert "made for different input_res, normalization, resize_method; recomputing" in capsys.readouterr().out
+    native = sel.embedding_preprocessing("efficientnet_lite0", 0)
+    assert native == {"input_res": 224, "normalization": "efficientnet_lite",
+                      "resize_method": backbones.RESIZE_METHOD}

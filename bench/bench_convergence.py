@@ -3,7 +3,7 @@ against training seconds and iterations, on Fashion-MNIST at 32 px. It is how re
 compared: side by side, on the same machine, in the same run.
 
     python bench/bench_convergence.py                                  # the fmnist32_cpu recipe, 10 min
-    python bench/bench_convergence.py --recipes fmnist32_cpu,fmnist32_cpu_fp32 --seconds 300
+    python bench/bench_convergence.py --recipes fmnist32_cpu,fmnist32_cpu_dsteps4 --seconds 300
     python bench/bench_convergence.py --recipes fmnist32_cpu --extra "--G_lr 4e-4" --name lr4e-4
 
 Each recipe is an experiment_grid.py preset (RECIPES below adds the variants measured for
@@ -43,8 +43,8 @@ METRIC_KEYS = (("FID", "FID"), ("P", "precision"), ("R", "recall"), ("D", "densi
 # Variants of the presets that the README's recipe table compares (flags appended to the preset).
 RECIPES = {
     "fmnist32_cpu": ("fmnist32_cpu", ""),
-    "fmnist32_cpu_fp32": ("fmnist32_cpu", "--amp none"),
-    "fmnist32_cpu_no_ema": ("fmnist32_cpu", "--use_ema --ema_decay 0"),
+    "fmnist32_cpu_dsteps1": ("fmnist32_cpu", "--num_D_steps 1"),
+    "fmnist32_cpu_dsteps4": ("fmnist32_cpu", "--num_D_steps 4"),
 }
 
 

@@ -15,8 +15,8 @@ and checkpoint writes excluded), and the run is stopped at the first test past -
 A real-vs-real row (1000 training images that are not in the manifold, through the same
 get_metrics) gives the floor every recipe is read against.
 
-Outputs: one JSON line per test and one per recipe at the budget, printed and appended to
-bench/results.jsonl (`bench: bench_convergence.py`), and a PNG of the curves (--png).
+Outputs: one JSON line per test and one per recipe at the budget on stdout (bench/run_all.py
+collects them into bench/results.jsonl and bench/RESULTS.md), and a PNG of the curves (--png).
 """
 from __future__ import annotations
 
@@ -168,7 +168,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="results/convergence", help="runs, logs and data (default: %(default)s)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads per run")
     p.add_argument("--png", default=str(BENCH / "convergence.png"), help="the curves (default: %(default)s)")
-    p.add_argument("--results", default=str(BENCH / "results.jsonl"), help="JSON lines appended here")
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.test_every < 1 or args.threads < 1:
         raise utils.UserError("--seconds must be > 0, --test_every and --threads >= 1")
@@ -179,16 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     base = recipe_flags(recipes[0], args.extra)
     config = vars(utils.prepare_parser().parse_args(base + ["--data_root", data_root, "--device", "cpu"]))
     experiment_grid.prepare_fmnist(config, args.max_images, args.threads)
-    common = {"bench": "bench_convergence.py", "max_images": args.max_images, "seconds": args.seconds,
+    common = {"max_images": args.max_images, "seconds": args.seconds,
               "machine": {"cpus": len(os.sched_getaffinity(0)), "threads": args.threads,
                           "platform": platform.platform(), "processor": platform.processor()}}
 
     def emit(record: dict) -> None:
-        line = json.dumps({**common, **record})
-        print(line, flush=True)
-        if args.results:
-            with open(args.results, "a") as fh:
-                fh.write(line + "\n")
+        print(json.dumps({**common, **record}), flush=True)
 
     floor = real_vs_real(config, config["num_inception_images"])
     emit({"name": "real_vs_real", **floor})

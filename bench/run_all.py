@@ -1,7 +1,7 @@
 """Run every benchmark and write bench/RESULTS.md (a table of figures with machine info and date).
 
     python bench/run_all.py            # the full sizes of the issues (hours on a 2-core CPU)
-    python bench/run_all.py --quick    # smaller sizes, same code paths (~15 min on 2 cores)
+    python bench/run_all.py --quick    # smaller sizes, same code paths (~20 min on 2 cores)
     python bench/run_all.py --only bench_metrics.py   # re-run one; the others keep their figures
 
 Each benchmark prints one JSON object per line; they are collected in bench/results.jsonl
@@ -33,11 +33,13 @@ BENCHMARKS = [
     ("bench_train.py", [], ["--iters", "1", "--rounds", "1"]),
     ("bench_metrics.py", [], ["--prdc_n", "2000", "--prdc_large", "10000", "--fid_repeats", "1"]),
     ("bench_selection.py", [], ["--classes", "4", "--sklearn_classes", "1", "--knn_n", "20000"]),
+    ("bench_convergence.py", [], ["--seconds", "120", "--test_every", "200"]),
 ]
 # The figures RESULTS.md shows for each JSON line (others stay in results.jsonl).
 SHOWN = ("speedup", "ratio_to_plain", "cpu_ratio_to_plain", "speedup_vs_sqrtm", "speedup_vs_prdc", "speedup_vs_sklearn", "ratio", "ours_s",
          "reference_s", "sqrtm_s", "prdc_s", "sklearn_s", "ours_peak_extra_gib", "prdc_peak_extra_gib",
-         "peak_rss_gib", "rel_diff", "max_abs_diff", "max_rel_score_diff", "n", "dim")
+         "peak_rss_gib", "rel_diff", "max_abs_diff", "max_rel_score_diff", "n", "dim",
+         "recipe", "itr", "train_seconds", "FID", "precision", "recall", "density", "coverage", "FID_over_real_FID")
 
 
 def machine_info() -> dict:

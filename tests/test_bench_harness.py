@@ -37,3 +37,30 @@ def test_only_merges_with_earlier_results(tmp_path, monkeypatch):
     assert md.count("## bench_") == len(run_all.BENCHMARKS) and ", run 20" in md
     with pytest.raises(SystemExit):
         run_all.main(["--only", "bench_nothing.py"])
+
+
+def test_bench_convergence_tiny_run_on_real_fashion_mnist(tmp_path, fmnist_root, repo_root, run_py):
+    """A real (tiny) run: data prepared, a real-vs-real floor, train.py tested during training and
+    stopped past the budget, the figure at the budget, and the curves PNG."""
+    extra = ("--G_ch 8 --D_ch 8 --batch_size 8 --num_D_steps 1 --dim_z 16 --shared_dim 8 "
+             "--num_inception_images 24 --num_pr_images 24 --prdc_k 3 --feature_res 32 --embedding_res 32")
+    proc = run_py("bench/bench_convergence.py", "--seconds", "1", "--test_every", "3", "--max_images", "100",
+                  "--out", tmp_path / "conv", "--png", tmp_path / "curves.png", "--extra", extra,
+                  "--name", "tiny", "--seeds", "0", env={"FMNIST_ROOT": str(fmnist_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    floor, *curve, final = rows
+    assert floor["name"] == "real_vs_real" and 0 < floor["precision"] <= 1 and floor["FID"] > 0
+    assert curve and all(r["name"] == "convergence_curve" and r["recipe"] == "fmnist32_cpu+tiny" for r in curve)
+    assert [r["itr"] for r in curve] == [3 * (i + 1) for i in range(len(curve))]
+    assert curve[-1]["train_seconds"] >= 1 > curve[0]["train_seconds"] or len(curve) == 1
+    times = [r["train_seconds"] for r in curve]
+    assert times == sorted(times)
+    assert final["name"] == "convergence_at_budget" and final["itr"] in [r["itr"] for r in curve]
+    assert final["train_seconds"] <= 1.02 or final["itr"] == curve[0]["itr"]
+    assert final["FID_over_real_FID"] == round(final["FID"] / floor["FID"], 2)
+    assert "--num_D_steps 1" in final["flags"] and "--amp bf16" in final["flags"]
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    tests = [json.loads(line) for line in
+             (tmp_path / "conv" / "logs" / "fmnist32_cpu_tiny_seed0_log.jsonl").read_text().splitlines()]
+    assert [t["itr"] for t in tests] == [r["itr"] for r in curve]  # every test reported once

@@ -107,6 +107,18 @@ def get_dataset_from_config(config: dict, augment: bool | None = None) -> datase
                                 load_in_mem=bool(config.get("load_in_mem", False)))
 
 
+def planned_epochs(config: dict, batches_per_epoch: int) -> int:
+    """Epochs a run trains: --num_epochs, or as many as --num_iters needs when that is more.
+
+    --num_iters decides a run's length: a small (e.g. selected) data set must not end the run
+    early because --num_epochs passes were done first.
+    """
+    epochs = int(config.get("num_epochs", 100))
+    if config.get("num_iters"):
+        epochs = max(epochs, -(-int(config["num_iters"]) // max(1, batches_per_epoch)))
+    return epochs
+
+
 def select_subset(dataset: datasets.ImageDataset, config: dict) -> SelectedSubset:
     """Keep the instances chosen by `instance_selection.select_from_config` (scored without augmentation)."""
     import instance_selection  # imported only when selection is asked for
@@ -175,7 +187,8 @@ def get_data_loaders(config: dict, start_itr: int = 0, batch_size: int | None = 
     if multi:
         offset = start_itr * per_rank_batch
         epoch, position = divmod(offset, sampler.per_rank)
-        sampler.set_position(epoch, position, max(1, int(config.get("num_epochs", 100)) - epoch))
+        epochs = planned_epochs(config, sampler.per_rank // per_rank_batch)
+        sampler.set_position(epoch, position, max(1, epochs - epoch))
     else:
         epoch, batch = divmod(start_itr, sampler.per_rank // per_rank_batch)
         sampler.set_position(epoch, batch * per_rank_batch)

@@ -253,7 +253,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.N
     main_set_current = (config["resume"] and checkpoints.is_complete(weights_dir) and
                         checkpoints.load_state_dict_file(weights_dir)["itr"] == state_dict["itr"])
     epochs = range(state_dict["epoch"], state_dict["epoch"] + 1 if config["use_multiepoch_sampler"]
-                   else config["num_epochs"])
+                   else loaders.planned_epochs(config, batches_per_epoch))
     for epoch in epochs:
         for x, y in train_loader:
             if config["num_iters"] and state_dict["itr"] >= config["num_iters"]:

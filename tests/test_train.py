@@ -459,3 +459,13 @@ def test_the_same_seeded_command_twice_gives_identical_metrics(fmnist_folder, tm
                      for line in read_jsonl(tmp_path / name / "logs" / "tiny_log.jsonl")])
     assert logs[0] == logs[1] and logs[0][0]["itr"] == 4 and "FID" in logs[0][0]
     assert_same_weights(tmp_path / "first" / "weights" / "tiny", tmp_path / "second" / "weights" / "tiny")
+
+
+@pytest.mark.parametrize("multiepoch", [False, True])
+def test_num_iters_decides_the_length_even_past_num_epochs(fmnist_folder, tmp_path, multiepoch):
+    """50 images at batch 4 are 12 iterations an epoch: --num_epochs 1 --num_iters 14 trains 14
+    (a small selected subset must not end a run early; the grids compare runs at equal iterations)."""
+    extra = ["--use_multiepoch_sampler"] if multiepoch else []
+    train_in_process(fmnist_folder, tmp_path, "--num_epochs", "1", "--num_iters", "14", "--save_every", "100",
+                     "--log_every", "100", *extra)
+    assert checkpoints.load_state_dict_file(tmp_path / "weights" / "tiny")["itr"] == 14

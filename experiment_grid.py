@@ -10,7 +10,9 @@ architecture and iteration budget, --num_iters required); each cell adds its own
 --retention_ratio/--density_measure (and --embedding for e.g. the random-init row) and
 its --experiment_name and roots under --output_dir. Cell names: `none` (all data) or
 `MEASURE_RATIO[_EMBEDDING]`, e.g. `gaussian_50`, `uniform_50`,
-`gaussian_50_random_inceptionv3`. For each cell:
+`gaussian_50_random_inceptionv3`. With --seeds 0,1,2 every cell is trained once per seed (runs
+`CELL_seedS`) and the summary reports mean +- sample std with a two-standard-error test against
+the `none` row. For each run:
   1. a finished cell (`cells/<cell>.json`, status done, same flags) is read, not retrained;
   2. otherwise train.py runs, with --resume when the cell has checkpoints (an interrupted
      cell continues where its last checkpoint left it; a finished one is not retrained);

@@ -53,7 +53,7 @@ def test_bench_convergence_tiny_run_on_real_fashion_mnist(tmp_path, fmnist_root,
     assert floor["name"] == "real_vs_real" and 0 < floor["precision"] <= 1 and floor["FID"] > 0
     assert curve and all(r["name"] == "convergence_curve" and r["recipe"] == "fmnist32_cpu+tiny" for r in curve)
     assert [r["itr"] for r in curve] == [3 * (i + 1) for i in range(len(curve))]
-    assert curve[-1]["train_seconds"] >= 1 > curve[0]["train_seconds"] or len(curve) == 1
+    assert curve[-1]["train_seconds"] >= 1  # stopped only once the budget was passed
     times = [r["train_seconds"] for r in curve]
     assert times == sorted(times)
     assert final["name"] == "convergence_at_budget" and final["itr"] in [r["itr"] for r in curve]

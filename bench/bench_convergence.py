@@ -67,8 +67,8 @@ def real_vs_real(config: dict, num_images: int) -> dict:
     import inception_utils
     import loaders
     dataset = loaders.get_dataset_from_config(config, augment=False)
-    taken = set(inception_utils.manifold_indices(len(dataset), config["num_pr_images"], 0).tolist())
-    free = np.array([i for i in range(len(dataset)) if i not in taken])
+    taken = inception_utils.manifold_indices(len(dataset), config["num_pr_images"], 0)
+    free = np.setdiff1d(np.arange(len(dataset)), taken)
     if len(free) < num_images:
         raise utils.UserError(f"real-vs-real needs {num_images} images outside the manifold's "
                               f"{config['num_pr_images']}; use more --max_images")

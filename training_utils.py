@@ -88,6 +88,9 @@ class EMA:
         with torch.no_grad():
             for k in src:
                 tgt[k].copy_(src[k])
+        # Which entries are floats never changes; only the tensors behind the keys may be swapped.
+        self._floats = [k for k, t in tgt.items() if t.is_floating_point()]
+        self._others = [k for k, t in tgt.items() if not t.is_floating_point()]
 
     def _pairs(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         # Looked up at every update, never cached: `.to(memory_format=...)`, `.to(device)` or a
@@ -101,15 +104,13 @@ class EMA:
         """Blend G into G_ema; `itr` below `start_itr` pegs G_ema to G (BigGAN-PyTorch)."""
         decay = 0.0 if itr and itr < self.start_itr else self.decay
         src, tgt = self._pairs()
-        floats = [k for k, t in tgt.items() if t.is_floating_point()]
-        float_src, float_tgt = [src[k] for k in floats], [tgt[k] for k in floats]
+        float_src, float_tgt = [src[k] for k in self._floats], [tgt[k] for k in self._floats]
         scaled_tgt = torch._foreach_mul(float_tgt, decay)
         scaled_src = torch._foreach_mul(float_src, 1 - decay)
         torch._foreach_add_(scaled_tgt, scaled_src)
         torch._foreach_copy_(float_tgt, scaled_tgt)
-        for k, t in tgt.items():
-            if not t.is_floating_point():
-                t.copy_(src[k])
+        for k in self._others:
+            tgt[k].copy_(src[k])
 
 
 def build_optimizer(model: nn.Module, foreach: bool | None = True) -> torch.optim.Adam:

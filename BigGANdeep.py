@@ -110,7 +110,7 @@ def D_arch(ch: int = 64) -> dict[int, dict[str, list]]:
 
 
 class Generator(nn.Module):
-    """BigGAN-deep generator: [z, y] -> images in [-1, 1] (needs G_shared and hier)."""
+    """BigGAN-deep generator: [y, z] -> images in [-1, 1] (needs G_shared and hier)."""
 
     def __init__(self, G_ch: int = 128, G_depth: int = 2, dim_z: int = 128,
                  bottom_width: int = 4, resolution: int = 128, G_kernel_size: int = 3,
@@ -170,13 +170,14 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """z: [N, dim_z]; y: G.shared(classes) [N, shared_dim]."""
-        z = torch.cat([z, y], 1)
+        # [y, z] in this order: BigGAN-PyTorch's released weights expect it.
+        z = torch.cat([y, z], 1)
         h = self.linear(z)
         h = h.view(h.size(0), -1, self.bottom_width, self.bottom_width)
         for stage in self.blocks:
             for block in stage:
                 h = block(h, z)
-        return torch.tanh(self.output_layer(h)[:, :3])
+        return torch.tanh(self.output_layer(h))
 
 
 class Discriminator(nn.Module):

@@ -489,9 +489,9 @@ class DBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # An in-place activation (--D_nl inplace_relu) also rectifies the shortcut's input,
-        # exactly as it does in BigGAN-PyTorch.
-        h = self.activation(x) if self.preactivation else x
+        # Out of place whatever --D_nl says, as in BigGAN-PyTorch: an in-place ReLU here
+        # would also rectify x, which the shortcut reads.
+        h = F.relu(x) if self.preactivation else x
         h = self.activation(self.conv1(h))
         if is_avgpool2(self.downsample):
             h = conv_avgpool2(self.conv2, h)

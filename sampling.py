@@ -163,14 +163,21 @@ def class_sheets(G: nn.Module, folder: str | Path, n_classes: int, classes_per_s
                  z_var: float = 1.0, truncation: float = 0.0,
                  generator: torch.Generator | None = None, autocast=None) -> list[Path]:
     """Per-class sheets `folder/samples{i}.png`: one row per class, `samples_per_class` columns,
-    `classes_per_sheet` classes per sheet (BigGAN-PyTorch's sample_sheet layout)."""
+    `classes_per_sheet` classes per sheet (BigGAN-PyTorch's sample_sheet layout).
+
+    As in BigGAN-PyTorch, every forward batch holds one sample of each class on the sheet
+    (column j is one batch), so a G in train mode takes its BN statistics over all classes.
+    """
     paths = []
     for sheet, first in enumerate(range(0, n_classes, classes_per_sheet)):
         classes = torch.arange(first, min(first + classes_per_sheet, n_classes), device=device)
-        y = classes.repeat_interleave(samples_per_class)  # row-major: one class per row
+        n = classes.shape[0]
+        y = classes.repeat(samples_per_class)  # batch j = column j: classes first..first+n-1
         z = sample_z(y.shape[0], dim_z, device, z_var, truncation, generator)
-        images = generate(G, z, y, classes.shape[0], autocast)
-        paths.append(save_grid(images, Path(folder) / f"samples{sheet}.png", samples_per_class))
+        images = generate(G, z, y, n, autocast)
+        rows = images.view(samples_per_class, n, *images.shape[1:]).transpose(0, 1)
+        paths.append(save_grid(rows.reshape(images.shape), Path(folder) / f"samples{sheet}.png",
+                               samples_per_class))
     return paths
 
 

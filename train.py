@@ -221,11 +221,15 @@ def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.N
         return {"config": config, "rng": _gather_rng(), "data_position": {"batches": state_dict["itr"], **data_id},
                 "scalers": {"D": scalers[0].state_dict(), "G": scalers[1].state_dict()}}
 
-    def checkpoint() -> None:
+    def to_eval_mode() -> None:
+        # --G_eval_mode: metrics and samples use BN running statistics, for G and G_ema alike.
         if config["G_eval_mode"]:
-            G.eval()
-            if G_ema is not None:
-                G_ema.eval()
+            for net in (G, G_ema):
+                if net is not None:
+                    net.eval()
+
+    def checkpoint() -> None:
+        to_eval_mode()
         train_fns.save_and_sample(nets, G_optim, D_optim, state_dict, config, experiment_name, fixed,
                                   extra_state(), device, modes)
 
@@ -285,8 +289,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.N
             state_dict["train_seconds"] += time.perf_counter() - tick
 
             if itr % config["test_every"] == 0:
-                if config["G_eval_mode"]:
-                    G.eval()
+                to_eval_mode()
                 train_fns.test(nets, G_optim, D_optim, state_dict, config, experiment_name, get_metrics,
                                test_log, extra_state(), device, modes)
             if itr % config["save_every"] == 0:

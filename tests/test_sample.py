@@ -237,6 +237,29 @@ def test_npz_writer_streams_chunks_and_is_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]  # nothing partial left
 
 
+def test_class_sheets_put_one_sample_per_class_in_each_batch(tmp_path):
+    """BigGAN-PyTorch's sample_sheet layout: forward batch j holds one sample of every class on
+    the sheet and becomes column j; with G in train mode the BN statistics span the classes."""
+    import BigGAN
+    config = vars(utils.prepare_parser().parse_args([]))
+    config.update(resolution=32, n_classes=5, G_ch=4, dim_z=8, G_attn="0", G_shared=True, shared_dim=6)
+    module = BigGAN.model_module("BigGAN")
+    G = module.Generator(**BigGAN.model_kwargs(module, config, "G")).train()
+    batches, outputs = [], []
+    G.shared.register_forward_hook(lambda m, inp, out: batches.append(inp[0].tolist()))
+    G.register_forward_hook(lambda m, inp, out: outputs.append(out.detach().clone()))
+    g = torch.Generator().manual_seed(0)
+    (path,) = sampling.class_sheets(G, tmp_path, 5, 5, G.dim_z, "cpu", samples_per_class=3, generator=g)
+    assert batches == [[0, 1, 2, 3, 4]] * 3
+    with Image.open(path) as im:
+        grid = np.asarray(im.convert("RGB"))
+    for cls in range(5):
+        for col in range(3):
+            cell = grid[2 + cls * 34:2 + cls * 34 + 32, 2 + col * 34:2 + col * 34 + 32]
+            want = sampling.to_uint8_nhwc(outputs[col][cls:cls + 1])[0]
+            assert np.abs(cell.astype(int) - want).max() <= 1  # PNG of a [0, 1] float grid
+
+
 def test_sheet_helpers_on_a_tiny_generator(tmp_path):
     import BigGAN
     config = vars(utils.prepare_parser().parse_args([]))

@@ -61,7 +61,12 @@ def test_scores_and_kept_sets_match_sklearn(n, d, measure, reference):
 def test_ppca_uses_sklearn_component_count_and_noise():
     x = _low_rank(np.random.default_rng(3), 90, 200, rank=12)
     pca = PCA(n_components=0.95, svd_solver="full").fit(x)
-    assert de.ppca_n_components(PCA(svd_solver="full").fit(x).explained_variance_) == pca.n_components_
+    var = PCA(svd_solver="full").fit(x).explained_variance_
+    k = de.ppca_n_components(var)
+    assert k == pca.n_components_
+    # The paper's text: the fewest components that preserve 95 % of the variance (one fewer, as
+    # the paper's code keeps, preserves less; see change_log.md).
+    assert var[:k].sum() / var.sum() > 0.95 > var[:k - 1].sum() / var.sum()
     # float32 input is scored in float64 and still matches the float64 reference
     np.testing.assert_allclose(de.ppca_scores(x.astype(np.float32)),
                                pca.score_samples(x.astype(np.float32).astype(np.float64)), rtol=1e-6)

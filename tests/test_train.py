@@ -469,3 +469,17 @@ def test_num_iters_decides_the_length_even_past_num_epochs(fmnist_folder, tmp_pa
     train_in_process(fmnist_folder, tmp_path, "--num_epochs", "1", "--num_iters", "14", "--save_every", "100",
                      "--log_every", "100", *extra)
     assert checkpoints.load_state_dict_file(tmp_path / "weights" / "tiny")["itr"] == 14
+
+
+def test_g_eval_mode_evaluates_g_ema_in_eval_mode(fmnist_folder, tmp_path, monkeypatch):
+    """--use_ema --G_eval_mode: the metrics (and so the best copies) come from G_ema in eval mode,
+    also at test iterations that are not save iterations."""
+    seen, real_test = [], train_fns.test
+
+    def recording_test(nets, *args, **kwargs):
+        seen.append((nets.G.training, nets.G_ema.training))
+        return real_test(nets, *args, **kwargs)
+    monkeypatch.setattr(train_fns, "test", recording_test)
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "4", "--save_every", "3", "--test_every", "2",
+                     "--use_ema", "--G_eval_mode")
+    assert seen == [(False, False), (False, False)]

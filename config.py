@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import re
 from typing import Any
 
 EMBEDDINGS = ("inceptionv3", "resnet50", "efficientnet_lite0", "random_inceptionv3",
@@ -261,8 +263,24 @@ def attn_resolutions(spec: str) -> list[int]:
     return [v for v in values if v > 0]
 
 
+CHECKPOINT_SUFFIX = re.compile(r"^(copy|best)\d+$")
+
+
+def check_name(value: str, flag: str) -> None:
+    """Refuse a name that becomes a folder or file name but would leave its root
+    ('..', an absolute path, a path separator, a NUL byte)."""
+    if value in (".", "..") or any(c in value for c in "/\\\0") or os.path.isabs(value):
+        raise ValueError(f"--{flag} {value!r} must be a plain name (no '/', '\\', '..' or absolute "
+                         f"path): it names a folder under --base_root; e.g. --{flag} my_run")
+
+
 def validate_config(config: dict[str, Any]) -> None:
     """Check value ranges the parser cannot express; raise ValueError naming the flag."""
+    for key in ("experiment_name", "name_suffix"):
+        if config.get(key):
+            check_name(str(config[key]), key)
+    if config.get("load_weights") and not CHECKPOINT_SUFFIX.match(str(config["load_weights"])):
+        raise ValueError(f"--load_weights {config['load_weights']!r} must be '' (latest), copyN or bestN")
     positive = ("batch_size", "num_D_steps", "num_D_accumulations", "num_G_accumulations",
                 "save_every", "test_every", "dim_z", "G_ch", "D_ch", "num_epochs", "log_every")
     for key in positive:

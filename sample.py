@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -46,15 +45,15 @@ SAMPLE_KEYS = {
     "no_fid", "no_prdc", "pbar", "skip_init", "config_from_name", "hashname", "name_suffix",
 }
 # Sampling flags for which the run's own value beats the parser default when not typed:
-# a run trained with --data_root X --feature_net Y is evaluated with X and Y.
-RUN_DEFAULT_KEYS = ("data_root", "samples_root", "feature_net", "feature_res", "inception_weights",
+# a run trained with --data_root X --feature_net Y is evaluated with X and Y. Output roots are
+# never taken from the run: a copied or moved run is sampled into the roots given now.
+RUN_DEFAULT_KEYS = ("data_root", "feature_net", "feature_res", "inception_weights",
                     "num_inception_images", "num_pr_images", "prdc_k", "no_fid", "no_prdc")
 # Flags that define G: given on the command line, they must agree with the stored config.
 ARCH_KEYS = ("model", "dataset", "resolution", "G_ch", "G_depth", "dim_z", "G_attn", "G_shared",
              "shared_dim", "hier", "G_nl", "G_param", "norm_style", "BN_eps", "SN_eps",
              "num_G_SVs", "mybn")
 METRIC_KEYS = ("IS_mean", "IS_std", "FID", "precision", "recall", "density", "coverage")
-_SUFFIX = re.compile(r"^(copy|best)\d+$")
 
 
 def prepare_parser() -> argparse.ArgumentParser:
@@ -119,10 +118,8 @@ def merge_config(cli: dict, stored: dict, explicit: set[str], source: str) -> di
 
 
 def checkpoint_folder(config: dict) -> tuple[Path, str | None]:
-    """The run's weights folder and the --load_weights suffix (None = latest), checked."""
+    """The run's weights folder and the --load_weights suffix (None = latest; validate_config checked it)."""
     suffix = config["load_weights"] or None
-    if suffix is not None and not _SUFFIX.match(suffix):
-        raise ValueError(f"--load_weights {suffix!r} must be '' (latest), copyN or bestN")
     folder = Path(config["weights_root"]) / utils.experiment_name(config)
     target = folder / checkpoints.file_name("state_dict", suffix)
     if not target.exists():
@@ -214,6 +211,7 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
         raise utils.UserError("nothing to do: pass at least one of --sample_random, --sample_sheets, "
                               "--sample_interps, --sample_npz, --sample_inception_metrics, "
                               "--sample_trunc_curves start_step_end")
+    utils.validate_config(config)
     trunc_values = sampling.parse_trunc_curves(config["sample_trunc_curves"]) \
         if config["sample_trunc_curves"] else []
     utils.prepare_root(config)

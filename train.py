@@ -11,10 +11,13 @@ bit for bit (RNG states and the data position are saved with the weights).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -116,20 +119,56 @@ def run(config: dict) -> train_fns.Nets:
     if legacy and config["amp"] == "none":
         dist_utils.print0(f"note: --{' --'.join(legacy)} now mean --amp fp16 (autocast + loss scaling)")
         config["amp"] = "fp16"
-    try:
-        utils.prepare_root(config)
-    except OSError as err:
-        raise utils.UserError(f"cannot create the output folders ({err}); make them writable or choose "
-                              f"another --weights_root / --logs_root / --samples_root / --base_root") from None
     experiment_name = utils.experiment_name(config)
-    weights_dir = Path(config["weights_root"]) / experiment_name
-    # Rank 0 (known from torchrun's RANK before the process group exists) guards the experiment.
-    with checkpoints.run_lock(weights_dir, enabled=int(os.environ.get("RANK", "0")) == 0):
-        return _train(config, experiment_name, weights_dir)
+    # Rank 0 (known from torchrun's RANK before the process group exists) guards the experiment
+    # and owns its folders.
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    new_paths = _new_output_paths(config, experiment_name) if rank0 else []
+    with _removed_unless_started(new_paths) as started:
+        try:
+            utils.prepare_root(config)
+        except OSError as err:
+            raise utils.UserError(f"cannot create the output folders ({err}); make them writable or "
+                                  f"choose another --weights_root / --logs_root / --samples_root / "
+                                  f"--base_root") from None
+        weights_dir = Path(config["weights_root"]) / experiment_name
+        with checkpoints.run_lock(weights_dir, enabled=rank0):
+            return _train(config, experiment_name, weights_dir, started)
 
 
-def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.Nets:
-    """Everything after the experiment is locked: data, models, resume, the loop."""
+def _new_output_paths(config: dict, experiment_name: str) -> list[Path]:
+    """The output folders and files of this run that do not exist yet."""
+    roots = {k: Path(v) for k, v in utils.output_roots(config).items()}
+    paths = [*roots.values(), roots["weights_root"] / experiment_name, roots["logs_root"] / experiment_name,
+             roots["logs_root"] / f"{experiment_name}_log.jsonl", roots["samples_root"] / experiment_name]
+    if config.get("base_root"):
+        paths.append(Path(config["base_root"]))
+    return [p for p in paths if not os.path.lexists(p)]
+
+
+@contextlib.contextmanager
+def _removed_unless_started(paths: list[Path]) -> Iterator[Callable[[], None]]:
+    """Yield `started()`; if the block fails before calling it (a refused start: bad data,
+    missing moments, a run already holding the lock, an unreadable first batch...), remove
+    `paths` again, so that a refused start leaves no folder, lock file or log behind. A failure
+    after the start keeps everything (its logs explain it)."""
+    state = {"started": False}
+    try:
+        yield lambda: state.update(started=True)
+    except BaseException:
+        if not state["started"]:
+            for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif os.path.lexists(path):
+                    path.unlink()
+        raise
+
+
+def _train(config: dict, experiment_name: str, weights_dir: Path,
+           started: Callable[[], None]) -> train_fns.Nets:
+    """Everything after the experiment is locked: data, models, resume, the loop (which
+    calls `started()` once an iteration has trained)."""
     device = utils.resolve_device(config["device"])
     tune_cpu_allocator()
     dist_utils.init_distributed(device)
@@ -282,6 +321,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path) -> train_fns.N
                     f"{config['batch_size']}; halve --batch_size and double --num_D_accumulations and "
                     f"--num_G_accumulations to keep the same effective batch, or try --amp bf16") from None
 
+            started()  # one iteration trained: from here on a failure keeps the run's folders
             log_iteration(train_log, itr, metrics, G, D, modes, config)
             pbar.update(1)
             pbar.set_postfix({k: f"{v:+.3f}" for k, v in metrics.items() if not k.startswith("skipped")},

@@ -63,11 +63,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+OUTPUT_ROOTS = ("weights_root", "logs_root", "samples_root")
+
+
+def output_roots(config: dict[str, Any]) -> dict[str, str]:
+    """The output roots as `prepare_root` will set them (each prefixed with --base_root)."""
+    base = config.get("base_root")
+    return {key: os.path.join(base, config[key]) if base else config[key] for key in OUTPUT_ROOTS}
+
+
 def prepare_root(config: dict[str, Any]) -> None:
     """Prefix every root with --base_root and create the output folders."""
-    for key in ("weights_root", "logs_root", "samples_root"):
-        if config.get("base_root"):
-            config[key] = os.path.join(config["base_root"], config[key])
+    for key, root in output_roots(config).items():
+        config[key] = root
         try:
             os.makedirs(config[key], exist_ok=True)
         except OSError as err:

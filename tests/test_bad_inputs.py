@@ -50,8 +50,9 @@ def write_evil_npz(path: Path, marker: Path) -> None:
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every path under root: files by content hash, folders as 'dir'."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
 
 
 # ----------------------------------------------------------------------------- workspace
@@ -225,7 +226,20 @@ CASES = [
     Case("train-truncated-moments-npz", "train", lambda r: train_args(r, "--test_every", "1", "--no_prdc"),
          (r"custom_efficientnet_lite0_moments\.npz", r"re-run calculate_inception_moments\.py|delete"),
          setup=lambda r: truncate(r / "imgs" / "custom_efficientnet_lite0_moments.npz")),
+    Case("train-name-escapes-root", "train", lambda r: train_args(r, name="../escaped"),
+         (r"--experiment_name '\.\./escaped' must be a plain name", r"e\.g\. --experiment_name")),
+    Case("train-name-absolute", "train", lambda r: train_args(r, name=str(r / "abs_run")),
+         (r"--experiment_name .*abs_run' must be a plain name", r"e\.g\. --experiment_name")),
+    Case("train-name-dotdot", "train", lambda r: train_args(r, name=".."), (r"--experiment_name '\.\.' must be",)),
+    Case("train-suffix-with-separator", "train",
+         lambda r: train_args(r, "--name_suffix", "x/../../y", name=""), (r"--name_suffix .* must be a plain name",)),
+    Case("train-load-weights-path", "train",
+         lambda r: train_args(r, "--resume", "--load_weights", "../../imgs/x", name="tiny"),
+         (r"--load_weights '\.\./\.\./imgs/x' must be '' \(latest\), copyN or bestN",)),
     # ---------------------------------------------------------------- sample.py
+    Case("sample-name-escapes-root", "sample", lambda r: sample_args(r, "--experiment_name", "../out/weights/tiny",
+                                                                     "--sample_random"),
+         (r"--experiment_name .* must be a plain name",)),
     Case("sample-no-such-run", "sample", lambda r: sample_args(r, "--experiment_name", "nope", "--sample_random"),
          (r"no checkpoint .*nope", r"train it first")),
     Case("sample-bad-load-weights", "sample", lambda r: sample_args(r, "--load_weights", "latest", "--sample_random"),
@@ -355,6 +369,8 @@ def test_bad_input_fails_with_one_line_and_touches_nothing(case: Case, ws, fmnis
     changed = [name for name, digest in before.items() if after.get(name) != digest]
     assert changed == [], f"existing files changed or removed: {changed}"
     assert not [name for name in after if Path(name).name.endswith(".tmp")], after
+    created = sorted(set(after) - set(before))
+    assert created == [], f"a refused start left behind: {created}"
     if case.marker:
         assert not (root / M).exists(), "the pickle was executed"
 

@@ -276,3 +276,17 @@ def test_sheet_helpers_on_a_tiny_generator(tmp_path):
     x0, x1 = torch.zeros(1, 1, 2), torch.ones(1, 1, 2)
     assert sampling.interp(x0, x1, 2)[0, :, 0].tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
     assert sampling.to_uint8(torch.tensor([-1.5, -1.0, 0.0, 1.0])).tolist() == [0, 0, 128, 255]
+
+
+def test_a_moved_run_is_sampled_into_the_roots_given_now(trained, tmp_path):
+    """A run copied elsewhere writes under the --base_root given now, never into the original
+    run's samples root that its config.json records."""
+    import sample
+    moved = tmp_path / "moved"
+    shutil.copytree(trained / "weights", moved / "weights")
+    original = {p: p.stat().st_mtime_ns for p in trained.rglob("*")}
+    sample.main(["--base_root", str(moved), "--experiment_name", EXP, "--device", "cpu",
+                 "--batch_size", "4", "--sample_random", "--sample_sheets", "--use_ema"])
+    assert (moved / "samples" / EXP / "random_samples_ema.png").is_file()
+    assert list((moved / "samples" / EXP).glob("sample_itr*_ema/samples0.png"))
+    assert {p: p.stat().st_mtime_ns for p in trained.rglob("*")} == original

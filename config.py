@@ -57,7 +57,7 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
                    help="Explicit weights file for the embedding network (else the torch hub cache)")
     g.add_argument("--selection_batch_size", type=int, default=128, help="Batch size for embedding")
     g.add_argument("--selection_cache_dir", type=str, default="",
-                   help="Where embeddings/indices are cached (default: <data_root>/instance_selection)")
+                   help="Where embeddings/indices are cached (default: instance_selection/ beside the data: in data_root, or in <data_root>.derived for an image folder or HDF5 file)")
     g.add_argument("--nn_k", type=int, default=5, help="K of the nn_dist (KNN distance) score")
     g.add_argument("--selection_seed", type=int, default=0, help="Seed of the 'uniform' control")
 

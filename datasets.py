@@ -135,9 +135,54 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
-def _hidden_below(path: str, top: str) -> bool:
-    # Editor/OS side folders (.ipynb_checkpoints, .thumbnails) inside a class folder are not data.
-    return any(part.startswith(".") for part in Path(os.path.relpath(path, top)).parts)
+# Folders the project itself writes: never data, even where an older version put them inside
+# an image folder (`instance_selection/` was the selection cache's default there).
+DERIVED_SUFFIX = ".derived"
+_OWN_FOLDERS = ("instance_selection",)
+
+
+def _is_own_output(name: str) -> bool:
+    return name.endswith(DERIVED_SUFFIX) or name in _OWN_FOLDERS
+
+
+def derived_folder(name: str, data_root) -> Path:
+    """Where files derived from dataset `name` go (metric moments/activations, selection caches
+    and reports): never inside an image folder, whose scan would take them for a class, nor
+    under an HDF5 file. An image folder or HDF5 file given as --data_root (`custom`,
+    `custom_hdf5`, a class folder given directly) gets `<data_root>.derived` beside it; a
+    folder that holds the dataset's files (BigGAN-PyTorch's layout) is used as it is."""
+    root = Path(data_root or "data")
+    info = dataset_info(name)
+    holds_data_itself = (info.kind == "custom" or root.is_file()
+                         or (info.kind == "hdf5" and not info.root)  # custom_hdf5: the file
+                         or (info.kind == "imagefolder" and root.is_dir()
+                             and not (root / info.root).is_dir()))
+    return root.with_name(root.name + DERIVED_SUFFIX) if holds_data_itself else root
+
+
+def _walk_images(top: str, seen: set) -> list[str]:
+    """Image files below `top`, in `sorted(os.walk(top))` order (folder path, then file name).
+
+    Symlinked folders are followed once each: a folder reached again (a symlink loop, a link
+    back up the tree, two links to one folder) is not walked twice, so the scan neither hangs
+    nor duplicates. Hidden folders are skipped, and so is anything named like an image that
+    is not a regular file (FIFO, socket, device: reading it could block).
+    """
+    found: list[tuple[str, list[str]]] = []
+    pending = [top]
+    while pending:
+        path = pending.pop()
+        try:
+            info = os.stat(path)
+            entries = list(os.scandir(path))
+        except OSError:
+            continue  # a broken or unreadable link: not data
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        found.append((path, sorted(e.path for e in entries if _is_image(e.name) and e.is_file())))
+        pending += [e.path for e in entries if not e.name.startswith(".") and e.is_dir()]
+    return [f for _, files in sorted(found) for f in files]
 
 
 def digest(*parts) -> str:
@@ -202,22 +247,21 @@ class ImageFolderDataset(ImageDataset):
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist (--data_root)")
         entries = sorted(os.scandir(self.root), key=lambda e: e.name)
-        class_dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+        class_dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")
+                      and not _is_own_output(e.name)]
         top_images = [e.path for e in entries if e.is_file() and _is_image(e.name)]
         if class_dirs and top_images:
             raise ValueError(f"{self.root} holds both images and subfolders; put all images in "
                              f"class subfolders (conditional) or all directly in it (unconditional)")
         if class_dirs:
             self.classes = [e.name for e in class_dirs]
-            files, labels = [], []
+            files, labels, seen = [], [], {(os.stat(self.root).st_dev, os.stat(self.root).st_ino)}
             for label, d in enumerate(class_dirs):
-                found = [os.path.join(dirpath, f)
-                         for dirpath, _, names in sorted(os.walk(d.path, followlinks=True))
-                         if not _hidden_below(dirpath, d.path)
-                         for f in sorted(names) if _is_image(f)]
+                found = _walk_images(d.path, seen)
                 if not found:
                     raise ValueError(f"class folder {d.path} contains no images "
-                                     f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
+                                     f"({', '.join(IMG_EXTENSIONS)}) that another class folder "
+                                     f"does not already hold; add images or remove the folder")
                 files += found
                 labels += [label] * len(found)
         elif top_images and allow_flat:

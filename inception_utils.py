@@ -29,6 +29,7 @@ import scipy.special
 import torch
 
 import backbones
+import datasets
 import distributed
 import io_utils
 
@@ -228,18 +229,19 @@ def _file_tag(feature_net: str) -> str:
 
 
 def _metrics_folder(config: dict) -> Path:
-    root = Path(config.get("data_root") or ".")
-    return root.parent if root.is_file() else root  # custom_hdf5: data_root is the file
+    return datasets.derived_folder(config["dataset"], config.get("data_root") or ".")
 
 
 def moments_path(config: dict) -> Path:
-    """`<data_root>/<dataset>_inception_moments.npz` (`_<feature_net>_` for other networks)."""
+    """`<derived folder>/<dataset>_inception_moments.npz` (`_<feature_net>_` for other networks);
+    the derived folder is data_root, or `<data_root>.derived` for an image folder or HDF5 file
+    (datasets.derived_folder)."""
     stem = config["dataset"].removesuffix("_hdf5")
     return _metrics_folder(config) / f"{stem}_{_file_tag(config['feature_net'])}_moments.npz"
 
 
 def manifold_path(config: dict) -> Path:
-    """`<data_root>/<dataset>_inception_activations.npz` (`_<feature_net>_` for other networks)."""
+    """`<derived folder>/<dataset>_inception_activations.npz` (as moments_path)."""
     stem = config["dataset"].removesuffix("_hdf5")
     return _metrics_folder(config) / f"{stem}_{_file_tag(config['feature_net'])}_activations.npz"
 

@@ -345,14 +345,22 @@ def select_instances(dataset: Dataset, retention_ratio: float, embedding: str = 
     return Subset(dataset, result["indices"].tolist())
 
 
+def default_cache_dir(config: dict[str, Any]) -> Path:
+    """--selection_cache_dir, else `instance_selection/` in the dataset's derived folder (beside
+    an image folder or HDF5 file, never inside it: datasets.derived_folder)."""
+    import datasets
+    if config.get("selection_cache_dir"):
+        return Path(config["selection_cache_dir"])
+    return datasets.derived_folder(config.get("dataset") or "custom", config.get("data_root")) / "instance_selection"
+
+
 def select_from_config(dataset: Dataset, config: dict[str, Any]) -> np.ndarray:
     """Sorted kept indices for the training loader, from the config's selection flags (cached)."""
     import utils
     rr = check_retention_ratio(config["retention_ratio"])
     if rr == 100.0:
         return np.arange(len(dataset), dtype=np.int64)
-    cache_dir = config.get("selection_cache_dir") or os.path.join(config.get("data_root") or "data",
-                                                                   "instance_selection")
+    cache_dir = default_cache_dir(config)
     measure, embedding = config["density_measure"], config["embedding"]
     name = selection_filename(measure, embedding, config.get("embedding_res", 0), rr,
                               config.get("nn_k", 5), config.get("selection_seed", 0),
@@ -480,8 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     full_n = len(dataset)
     if 0 < config["max_images"] < full_n:
         dataset = loaders.SelectedSubset(dataset, np.arange(config["max_images"]))
-    cache_dir = Path(config["selection_cache_dir"] or os.path.join(config["data_root"] or "data",
-                                                                   "instance_selection"))
+    cache_dir = default_cache_dir(config)
     name = selection_filename(config["density_measure"], config["embedding"], config["embedding_res"], rr,
                               config["nn_k"], config["selection_seed"],
                               prefix=f"{config['dataset']}_n{len(dataset)}")

@@ -141,8 +141,8 @@ def other_arch_G(root: Path) -> None:
 
 def moments_of_other_net(root: Path) -> None:
     # A file made by EfficientNet-Lite0 where the random Inception-v3's moments are expected.
-    shutil.copy(root / "imgs" / "custom_efficientnet_lite0_moments.npz",
-                root / "imgs" / "custom_random_inception_v3_moments.npz")
+    shutil.copy(root / "imgs.derived" / "custom_efficientnet_lite0_moments.npz",
+                root / "imgs.derived" / "custom_random_inception_v3_moments.npz")
 
 
 def existing_hdf5(root: Path) -> None:
@@ -225,7 +225,7 @@ CASES = [
          setup=moments_of_other_net),
     Case("train-truncated-moments-npz", "train", lambda r: train_args(r, "--test_every", "1", "--no_prdc"),
          (r"custom_efficientnet_lite0_moments\.npz", r"re-run calculate_inception_moments\.py|delete"),
-         setup=lambda r: truncate(r / "imgs" / "custom_efficientnet_lite0_moments.npz")),
+         setup=lambda r: truncate(r / "imgs.derived" / "custom_efficientnet_lite0_moments.npz")),
     Case("train-name-escapes-root", "train", lambda r: train_args(r, name="../escaped"),
          (r"--experiment_name '\.\./escaped' must be a plain name", r"e\.g\. --experiment_name")),
     Case("train-name-absolute", "train", lambda r: train_args(r, name=str(r / "abs_run")),
@@ -349,8 +349,8 @@ def test_bad_input_fails_with_one_line_and_touches_nothing(case: Case, ws, fmnis
         pytest.skip("a CUDA device is present")
     root = tmp_path / "w"
     root.mkdir()
-    shutil.copytree(ws / "imgs", root / "imgs")
-    shutil.copytree(ws / "out", root / "out")
+    for name in ("imgs", "imgs.derived", "out"):
+        shutil.copytree(ws / name, root / name)
     if case.setup == "truncated_idx":
         truncated_idx(root, fmnist_root)
     elif case.setup is not None:

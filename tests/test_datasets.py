@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 from pathlib import Path
 
 import h5py
@@ -309,3 +310,69 @@ def test_fingerprint_is_stable_and_tracks_files_and_labels(tmp_path):
     assert fp != datasets.get_dataset("custom", root, resolution=16).fingerprint()
     (root / "class1" / "img1.png").rename(root / "class0" / "img9.png")  # same bytes, new label
     assert fp != datasets.get_dataset("custom", root, resolution=8).fingerprint()
+
+
+# ----------------------------------------------------------------------------- walking a data folder
+@pytest.mark.parametrize("hazard", ["symlink_loop", "link_up_the_tree", "two_links_one_folder",
+                                    "link_to_other_class", "fifo", "socket", "broken_link"])
+def test_walking_a_folder_never_hangs_or_duplicates(tmp_path, hazard):
+    """Each hazard is added to a 2-class tree of 3 + 2 images; the scan must finish (a FIFO
+    named like an image would block a reader forever) and list each image once."""
+    import socket
+    import threading
+    root = write_tree(tmp_path / "data")
+    a, b = root / "class0", root / "class1"
+    expected = datasets.ImageFolderDataset(root, 8).files
+    if hazard == "symlink_loop":
+        (a / "loop").symlink_to(a, target_is_directory=True)
+    elif hazard == "link_up_the_tree":
+        (a / "sub").mkdir()
+        (a / "sub" / "up").symlink_to(root, target_is_directory=True)
+    elif hazard == "two_links_one_folder":
+        (a / "x").symlink_to(b, target_is_directory=True)
+        (a / "y").symlink_to(b, target_is_directory=True)
+    elif hazard == "link_to_other_class":
+        (a / "also_b").symlink_to(b, target_is_directory=True)
+    elif hazard == "fifo":
+        os.mkfifo(a / "pipe.png")
+    elif hazard == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(a / "sock.jpg"))
+    elif hazard == "broken_link":
+        (a / "gone.png").symlink_to(tmp_path / "nowhere.png")
+        (a / "gone_dir").symlink_to(tmp_path / "nowhere", target_is_directory=True)
+    result = {}
+
+    def scan():
+        try:
+            result["files"] = datasets.ImageFolderDataset(root, 8).files
+        except ValueError as err:
+            result["error"] = str(err)
+    worker = threading.Thread(target=scan, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), f"scanning the folder hangs with a {hazard}"
+    if hazard in ("two_links_one_folder", "link_to_other_class"):
+        # class1's images are reached from class0 first (it sorts first), so they are listed
+        # once, and class1, left without images of its own, is refused by name.
+        assert re.search(r"class folder .*class1 contains no images .*another class folder", result["error"])
+        return
+    files = result["files"]
+    assert files == expected and len(set(map(os.path.realpath, files))) == len(files)
+
+
+def test_project_outputs_are_never_data(tmp_path):
+    """Derived files live beside an image folder (`<folder>.derived`), never in it, and the
+    scan ignores the project's own folders where an older version wrote them."""
+    root = write_tree(tmp_path / "data")
+    classes = datasets.ImageFolderDataset(root, 8).classes
+    for own in ("instance_selection", "data.derived"):
+        (root / own).mkdir()
+        rgb_image(8, 8).save(root / own / "report.png")
+    assert datasets.ImageFolderDataset(root, 8).classes == classes == ["class0", "class1"]
+    assert datasets.derived_folder("custom", root) == tmp_path / "data.derived"
+    assert datasets.derived_folder("custom_hdf5", tmp_path / "x.hdf5") == tmp_path / "x.hdf5.derived"
+    assert datasets.derived_folder("I128_hdf5", tmp_path) == tmp_path  # a folder holding the file
+    (tmp_path / "ImageNet").mkdir()
+    assert datasets.derived_folder("I128", tmp_path) == tmp_path
+    assert datasets.derived_folder("I128", root) == tmp_path / "data.derived"  # the class folder itself

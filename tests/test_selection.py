@@ -330,3 +330,30 @@ def test_embedding_cache_records_preprocessing_and_an_old_one_is_recomputed(tmp_
     native = sel.embedding_preprocessing("efficientnet_lite0", 0)
     assert native == {"input_res": 224, "normalization": "efficientnet_lite",
                       "resize_method": backbones.RESIZE_METHOD}
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_derived_files_never_go_into_the_data(tmp_path):
+    """Selection on an image folder and on an HDF5 file made from it: caches and reports land
+    in `<data>.derived/`, the data is left byte-identical, and scanning the folder again finds
+    the same classes (a report inside it used to become an extra class)."""
+    import make_hdf5
+    root = tmp_path / "imgs"
+    _write_folder(root)
+    before = _tree(root)
+    flags = ["--resolution", "8", "--retention_ratio", "50", "--density_measure", "uniform",
+             "--device", "cpu", "--num_workers", "0", "--pbar", "none"]
+    sel.main(["--dataset", "custom", "--data_root", str(root), *flags])
+    derived = tmp_path / "imgs.derived" / "instance_selection"
+    assert list(derived.glob("custom_n12_*.npz")) and list(derived.glob("report_*/summary.json"))
+    assert _tree(root) == before
+    assert datasets.get_dataset("custom", root, resolution=8).classes == ["a", "b"]
+    make_hdf5.main(["--dataset", "custom", "--data_root", str(root), "--resolution", "8",
+                    "--out", str(tmp_path / "imgs.hdf5"), "--num_workers", "0"])
+    h5_before = (tmp_path / "imgs.hdf5").read_bytes()
+    sel.main(["--dataset", "custom_hdf5", "--data_root", str(tmp_path / "imgs.hdf5"), *flags])
+    assert list((tmp_path / "imgs.hdf5.derived" / "instance_selection").glob("custom_hdf5_n12_*.npz"))
+    assert (tmp_path / "imgs.hdf5").read_bytes() == h5_before

@@ -8,6 +8,7 @@ config is written as JSON beside every checkpoint and read back by `sample.py`.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -261,6 +262,60 @@ def attn_resolutions(spec: str) -> list[int]:
     except ValueError:
         raise ValueError(f"attention spec {spec!r} must be resolutions joined by '_', e.g. '64' or '32_64'")
     return [v for v in values if v > 0]
+
+
+# ----------------------------------------------------------------------------- resume
+# Flags a resumed run may change: how long, how often, where, how fast and how it is measured.
+# The learning rates too: they are applied to the restored optimizers and recorded. Every other
+# flag defines the experiment (data, selection, architecture, batch, losses, seed) and a
+# resume that changes one is refused. The output roots and the name are always the ones given now.
+RESUME_CHANGEABLE = frozenset({
+    "num_iters", "num_epochs", "save_every", "test_every", "log_every", "sv_log_interval",
+    "num_save_copies", "num_best_copies", "which_best", "num_workers", "pin_memory", "load_in_mem",
+    "device", "pbar", "tensorboard", "logstyle", "log_G_spectra", "log_D_spectra",
+    "base_root", "data_root", "weights_root", "logs_root", "samples_root", "experiment_name",
+    "name_suffix", "hashname", "config_from_name", "resume", "load_weights",
+    "G_lr", "D_lr", "num_inception_images", "num_pr_images", "prdc_k", "feature_net", "feature_res",
+    "inception_weights", "no_fid", "no_prdc", "G_eval_mode", "use_ema", "accumulate_stats",
+    "num_standing_accumulations", "skip_nonfinite", "amp", "G_fp16", "D_fp16", "G_mixed_precision",
+    "D_mixed_precision", "channels_last", "compile", "parallel", "selection_cache_dir",
+    "selection_batch_size", "embedding_weights",
+})
+_ALWAYS_NOW = ("base_root", "weights_root", "logs_root", "samples_root", "experiment_name",
+               "resume", "load_weights")
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """Config keys the user actually typed (argv parsed again with every default suppressed)."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:  # argparse has no public way to tell typed from default
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def resume_config(config: dict[str, Any], stored: dict[str, Any], explicit: set[str] | None,
+                  source: str) -> tuple[dict[str, Any], list[str]]:
+    """The config of a resumed run: the run's stored config, with the flags typed now on top.
+
+    `explicit` holds the flags typed now (None: those that differ from the parser defaults).
+    Returns (config, changed flags). Raises ValueError naming every typed flag that would change
+    the experiment (see RESUME_CHANGEABLE), so a resume never mixes settings silently.
+    """
+    defaults = vars(prepare_parser().parse_args([]))
+    if explicit is None:
+        explicit = {k for k in defaults if k in config and config[k] != defaults[k]}
+    differs = [k for k in sorted(explicit) if k in stored and k not in _ALWAYS_NOW
+               and str(config[k]) != str(stored[k])]
+    refused = [k for k in differs if k not in RESUME_CHANGEABLE]
+    if refused:
+        listed = ", ".join(f"--{k} {config[k]} (run: {stored[k]})" for k in refused)
+        raise ValueError(f"--resume would change the experiment: {listed} (in {source}); drop "
+                         f"{'these flags' if len(refused) > 1 else 'the flag'} to continue the run "
+                         f"as it was, or start a new --experiment_name")
+    merged = dict(config)
+    merged.update({k: v for k, v in stored.items()
+                   if k in defaults and k not in explicit and k not in _ALWAYS_NOW})
+    return merged, [k for k in differs if k in RESUME_CHANGEABLE]
 
 
 CHECKPOINT_SUFFIX = re.compile(r"^(copy|best)\d+$")

@@ -62,11 +62,8 @@ def prepare_parser() -> argparse.ArgumentParser:
 
 
 def explicit_flags(argv: list[str] | None) -> set[str]:
-    """Config keys the user actually typed (parsed again with every default suppressed)."""
-    probe = prepare_parser()
-    for action in probe._actions:  # argparse has no public way to tell typed from default
-        action.default = argparse.SUPPRESS
-    return set(vars(probe.parse_args(argv)))
+    """Config keys the user actually typed."""
+    return utils.explicit_flags(prepare_parser(), argv)
 
 
 def _same(key: str, a: Any, b: Any) -> bool:

@@ -112,8 +112,12 @@ def log_iteration(train_log: TrainLog, itr: int, metrics: dict, G: nn.Module, D:
     train_log.write(itr)
 
 
-def run(config: dict) -> train_fns.Nets:
-    """Train as described by `config` (the parsed flags); returns the trained networks."""
+def run(config: dict, explicit: set[str] | None = None) -> train_fns.Nets:
+    """Train as described by `config` (the parsed flags); returns the trained networks.
+
+    With --resume the run's stored config fills every flag not in `explicit` (the flags typed
+    on the command line; None: those that differ from the defaults), so `--experiment_name X
+    --resume` alone continues run X (see config.resume_config for what may change)."""
     utils.validate_config(config)
     legacy = [f for f in ("G_fp16", "D_fp16", "G_mixed_precision", "D_mixed_precision") if config[f]]
     if legacy and config["amp"] == "none":
@@ -133,7 +137,7 @@ def run(config: dict) -> train_fns.Nets:
                                   f"--base_root") from None
         weights_dir = Path(config["weights_root"]) / experiment_name
         with checkpoints.run_lock(weights_dir, enabled=rank0):
-            return _train(config, experiment_name, weights_dir, started)
+            return _train(config, experiment_name, weights_dir, started, explicit)
 
 
 def _new_output_paths(config: dict, experiment_name: str) -> list[Path]:
@@ -165,8 +169,8 @@ def _removed_unless_started(paths: list[Path]) -> Iterator[Callable[[], None]]:
         raise
 
 
-def _train(config: dict, experiment_name: str, weights_dir: Path,
-           started: Callable[[], None]) -> train_fns.Nets:
+def _train(config: dict, experiment_name: str, weights_dir: Path, started: Callable[[], None],
+           explicit: set[str] | None) -> train_fns.Nets:
     """Everything after the experiment is locked: data, models, resume, the loop (which
     calls `started()` once an iteration has trained)."""
     device = utils.resolve_device(config["device"])
@@ -186,8 +190,16 @@ def _train(config: dict, experiment_name: str, weights_dir: Path,
     resume_suffix = None
     if config["resume"]:
         resume_suffix = config["load_weights"] or checkpoints.find_resume_suffix(weights_dir)
-        state_dict.update({k: v for k, v in checkpoints.load_state_dict_file(weights_dir, resume_suffix).items()
-                           if k in FRESH_STATE})
+        resumed = checkpoints.load_state_dict_file(weights_dir, resume_suffix)
+        state_dict.update({k: v for k, v in resumed.items() if k in FRESH_STATE})
+        if isinstance(resumed.get("config"), dict):
+            source = str(weights_dir / checkpoints.file_name("state_dict", resume_suffix))
+            merged, changed = utils.resume_config(config, resumed["config"], explicit, source)
+            config.update(merged)
+            utils.validate_config(config)
+            if changed:
+                dist_utils.print0("resume: changed " + ", ".join(
+                    f"--{k} {resumed['config'][k]} -> {config[k]}" for k in changed))
         dist_utils.print0(f"Resuming from {weights_dir} ({checkpoints.file_name('state_dict', resume_suffix)}, "
                           f"iteration {state_dict['itr']})")
     elif checkpoints.has_checkpoint(weights_dir):  # a second run would overwrite the first one's
@@ -221,6 +233,11 @@ def _train(config: dict, experiment_name: str, weights_dir: Path,
     if config["resume"]:
         saved = checkpoints.load_weights(weights_dir, resume_suffix, G=G, D=D, G_ema=G_ema,
                                          G_optim=G_optim, D_optim=D_optim)
+        # The learning rates given now (or the run's) rule, not the ones inside the optimizers'
+        # files, so that config.json and the optimizers agree.
+        for optim, lr in ((G_optim, config["G_lr"]), (D_optim, config["D_lr"])):
+            for group in optim.param_groups:
+                group["lr"] = lr
         modes.load(weights_dir, resume_suffix)
         for scaler, key in zip(scalers, ("D", "G")):
             if saved.get("scalers", {}).get(key):
@@ -351,9 +368,10 @@ def _train(config: dict, experiment_name: str, weights_dir: Path,
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and train."""
-    config = vars(utils.prepare_parser().parse_args(argv))
+    parser = utils.prepare_parser()
+    config = vars(parser.parse_args(argv))
     try:
-        run(config)
+        run(config, utils.explicit_flags(parser, argv))
     except OSError as err:  # a full disk, a read-only folder: one line, not a traceback
         raise utils.UserError(err.strerror if err.strerror and "cannot" in err.strerror else str(err)) from None
     finally:

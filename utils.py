@@ -14,12 +14,12 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from config import (add_sample_parser, attn_resolutions, config_to_json, name_from_config,
-                    prepare_parser, validate_config)
+from config import (add_sample_parser, attn_resolutions, config_to_json, explicit_flags,
+                    name_from_config, prepare_parser, resume_config, validate_config)
 
 __all__ = ["UserError", "fail", "prepare_parser", "add_sample_parser", "name_from_config",
-           "validate_config", "attn_resolutions", "config_to_json", "seed_rng", "resolve_device",
-           "prepare_root", "experiment_name", "get_data_loaders", "run_cli"]
+           "validate_config", "attn_resolutions", "config_to_json", "explicit_flags", "resume_config",
+           "seed_rng", "resolve_device", "prepare_root", "experiment_name", "get_data_loaders", "run_cli"]
 
 
 class UserError(Exception):

@@ -483,3 +483,51 @@ def test_g_eval_mode_evaluates_g_ema_in_eval_mode(fmnist_folder, tmp_path, monke
     train_in_process(fmnist_folder, tmp_path, "--num_iters", "4", "--save_every", "3", "--test_every", "2",
                      "--use_ema", "--G_eval_mode")
     assert seen == [(False, False), (False, False)]
+
+
+def test_resume_by_name_alone_continues_the_run_bit_for_bit(fmnist_folder, uninterrupted, tmp_path):
+    """`train.py --experiment_name X --resume` (plus where to find it and how long to go) takes
+    every other flag from the run's stored config."""
+    import train
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "4", "--save_every", "2")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train.main(["--experiment_name", "tiny", "--base_root", str(tmp_path), "--resume", "--num_iters", "6"])
+    finally:
+        torch.set_num_threads(threads)
+    assert_same_weights(uninterrupted / "weights" / "tiny", tmp_path / "weights" / "tiny")
+    config = json.loads((tmp_path / "weights" / "tiny" / "config.json").read_text())
+    assert config["num_iters"] == 6 and config["G_ch"] == 8 and config["dataset"] == "custom"
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--batch_size", "8"], ["--batch_size 8 (run: 4)"]),
+    (["--retention_ratio", "50", "--G_ch", "16"], ["--G_ch 16 (run: 8)", "--retention_ratio 50.0 (run: 100"]),
+    (["--dataset", "FMNIST32"], ["--dataset FMNIST32 (run: custom)"]),
+    (["--seed", "3"], ["--seed 3 (run: 0)"]),
+])
+def test_resume_refuses_flags_that_change_the_experiment(fmnist_folder, tmp_path, flags, named):
+    import train
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "2", "--save_every", "2")
+    weights = tmp_path / "weights" / "tiny"
+    before = {p.name: p.read_bytes() for p in weights.iterdir() if p.is_file()}
+    with pytest.raises(ValueError) as err:
+        train.main(["--experiment_name", "tiny", "--base_root", str(tmp_path), "--resume", *flags])
+    message = str(err.value)
+    assert message.startswith("--resume would change the experiment") and "--experiment_name" in message
+    for text in named:
+        assert text in message
+    assert {p.name: p.read_bytes() for p in weights.iterdir() if p.is_file()} == before
+
+
+def test_resume_applies_a_new_learning_rate_to_the_optimizers_and_records_it(fmnist_folder, tmp_path):
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "2", "--save_every", "2")
+    nets = train_in_process(fmnist_folder, tmp_path, "--num_iters", "3", "--resume", "--G_lr", "1e-5")
+    weights = tmp_path / "weights" / "tiny"
+    optim = torch.load(weights / "G_optim.pth", weights_only=True)
+    assert [g["lr"] for g in optim["param_groups"]] == [1e-5]
+    assert json.loads((weights / "config.json").read_text())["G_lr"] == 1e-5
+    d_optim = torch.load(weights / "D_optim.pth", weights_only=True)
+    assert [g["lr"] for g in d_optim["param_groups"]] == [2e-4]  # not typed: the run's own
+    assert nets.G.lr == 1e-5

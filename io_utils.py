@@ -8,6 +8,7 @@ at any instant therefore leaves either the old file or the new one, never half a
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -38,12 +39,35 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _link_new(tmp: Path, path: Path) -> None:
+    """Give `tmp` the name `path` only if `path` does not exist (a hard link refuses an existing
+    target atomically, where a rename would replace it), then drop the temporary name."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, f"{path} appeared while this process was writing it "
+                              f"(another process wrote it); nothing was replaced. Pass --overwrite "
+                              f"to replace it or --out to choose another file") from None
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # A file system without hard links: check, then rename (a narrow race remains).
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, f"{path} appeared while this process was writing "
+                                  f"it; nothing was replaced. Pass --overwrite to replace it") from None
+        os.rename(tmp, path)
+        return
+    tmp.unlink()
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it to `path`.
 
     On any exception the temporary file is removed and `path` is left untouched.
-    A full disk or a read-only folder raises an OSError naming `path`.
+    A full disk or a read-only folder raises an OSError naming `path`. With `replace=False`
+    an existing `path` (even one another process created meanwhile) is never replaced: a
+    FileExistsError is raised instead.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -62,11 +86,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         # mkstemp creates 0600 files; give the result the permissions open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
         _fsync_dir(folder)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if isinstance(err, FileNotFoundError):
+        if isinstance(err, (FileNotFoundError, FileExistsError)):
             raise
         reason = os.strerror(err.errno) if err.errno else str(err).splitlines()[0]
         raise OSError(err.errno, f"cannot write {path}: {reason}; the previous "

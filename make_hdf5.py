@@ -12,8 +12,10 @@ complete; an existing file is never replaced without --overwrite.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -80,8 +82,73 @@ class _Guarded(Dataset):
             return torch.zeros(self.shape, dtype=torch.uint8), -1, False, str(err)
 
 
+class _GuardedFile:
+    """The file object HDF5 writes through (h5py's file-object driver), hiding write errors
+    from HDF5. A write that fails inside HDF5 (a full disk) leaves dirty buffers that it tries
+    to flush again at every close and at interpreter exit, where the process then crashes
+    (SIGSEGV). Here the first OSError is kept in `error`, HDF5 is told every write succeeded
+    (later writes are discarded), and the caller raises `error` once the file is closed; the
+    temporary file is deleted anyway."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def _guard(self, op, result):
+        if self.error is None:
+            try:
+                return op()
+            except OSError as err:
+                # A fresh exception: the caught one's traceback holds frames of HDF5's callback.
+                self.error = OSError(err.errno, err.strerror)
+        return result
+
+    def _write_all(self, data) -> int:
+        # An unbuffered write may be short (a disk filling up); the next one then raises.
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self.fh.write(view):]
+        return len(data)
+
+    def write(self, data) -> int:
+        return self._guard(lambda: self._write_all(data), len(data))
+
+    def truncate(self, size: int | None = None) -> int | None:
+        return self._guard(lambda: self.fh.truncate(size), size)
+
+    def flush(self) -> None:
+        self._guard(self.fh.flush, None)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.fh.read(size)
+
+    def readinto(self, buffer) -> int:
+        return self.fh.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+
+@contextlib.contextmanager
+def _hdf5_writer(path: Path) -> Iterator[tuple[h5py.File, _GuardedFile]]:
+    """(HDF5 file open for writing at `path`, its guarded file object); a write error is raised
+    after the file has been closed cleanly (check `sink.error` to stop early)."""
+    with open(path, "w+b", buffering=0) as fh:  # unbuffered: every write error reaches the guard
+        sink = _GuardedFile(fh)
+        f = h5py.File(sink, "w")
+        try:
+            yield f, sink
+        finally:
+            f.close()
+        if sink.error is not None:
+            raise sink.error
+
+
 def write_hdf5(dataset: datasets.ImageDataset, out: Path, args: argparse.Namespace, key: str) -> list[str]:
-    """Write `dataset` to `out` atomically; returns the messages of skipped images."""
+    """Write `dataset` to `out` atomically (never replacing a file that appeared meanwhile,
+    unless --overwrite); returns the messages of skipped images."""
     n = len(dataset) if not args.max_images else min(args.max_images, len(dataset))
     source = _Guarded(dataset)
     if n < len(dataset):
@@ -90,7 +157,7 @@ def write_hdf5(dataset: datasets.ImageDataset, out: Path, args: argparse.Namespa
     r, chunk = dataset.resolution, max(1, min(args.chunk_size, n))
     comp = None if args.compression == "none" else args.compression
     skipped: list[str] = []
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(out, replace=args.overwrite) as tmp, _hdf5_writer(tmp) as (f, sink):
         imgs = f.create_dataset("imgs", (0, 3, r, r), maxshape=(None, 3, r, r), dtype="uint8",
                                 chunks=(chunk, 3, r, r), compression=comp)
         labels = f.create_dataset("labels", (0,), maxshape=(None,), dtype="int64",
@@ -107,6 +174,8 @@ def write_hdf5(dataset: datasets.ImageDataset, out: Path, args: argparse.Namespa
                     imgs.resize(start + len(x), axis=0)
                     labels.resize(start + len(x), axis=0)
                     imgs[start:], labels[start:] = x, y
+                if sink.error is not None:
+                    break  # a full disk: stop now, the error is raised on closing
                 bar.update(len(ok))
         if imgs.shape[0] == 0:
             raise ValueError(f"no readable images in {args.data_root}; nothing written")

@@ -18,6 +18,7 @@ own process at the N-th matching one. Nothing is mocked; the hook only observes.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -451,6 +452,68 @@ def test_make_hdf5_with_no_writable_bytes_fails_cleanly(fmnist_root, tmp_path):
                      tmp_path / "h5.log", preexec_fn=limit_file_size(0))
     assert_clean_error(rc, output, "cannot write", str(out), hint=r"[Ff]ree disk space|writable|another folder")
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def _hdf5_flags(fmnist_root: Path, out: Path, *extra: str) -> list[str]:
+    return ["--dataset", "FMNIST32", "--data_root", str(fmnist_root), "--out", str(out), "--num_workers", "0",
+            "--max_images", "2000", *extra]
+
+
+@pytest.fixture(scope="module")
+def hdf5_size(fmnist_root, tmp_path_factory) -> int:
+    """Bytes of the complete file written by _hdf5_flags (the full-disk cases cut it short)."""
+    out = tmp_path_factory.mktemp("h5size") / "full.hdf5"
+    rc, output = run("make_hdf5.py", _hdf5_flags(fmnist_root, out), out.with_suffix(".log"))
+    assert rc == 0, output[-2000:]
+    return out.stat().st_size
+
+
+@pytest.mark.parametrize("where", ["first_chunk", "middle", "last_bytes"])
+def test_make_hdf5_on_a_full_disk_exits_2_and_keeps_the_previous_file(fmnist_root, tmp_path, hdf5_size, where):
+    """The disk fills up at the first image chunk, half-way, and in the last few kB (HDF5's
+    closing metadata): each ends with exit 2 and one line (a failed HDF5 write used to crash
+    the interpreter at exit, SIGSEGV, exit 139), the previous file intact, no temporary file."""
+    out = tmp_path / "out.hdf5"
+    out.write_bytes(b"the previous file")
+    limit = {"first_chunk": 50_000, "middle": hdf5_size // 2, "last_bytes": hdf5_size - 2_000}[where]
+    rc, output = run("make_hdf5.py", _hdf5_flags(fmnist_root, out, "--overwrite"), tmp_path / "h5.log",
+                     preexec_fn=limit_file_size(limit))
+    assert_clean_error(rc, output, "cannot write", str(out), hint=r"[Ff]ree disk space|another folder")
+    assert out.read_bytes() == b"the previous file" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_make_hdf5_never_replaces_a_file_that_appears_while_it_writes(fmnist_root, tmp_path, monkeypatch):
+    """Two runs writing the same --out: the one that finishes second is refused (a hard link
+    refuses an existing name, where a rename would have replaced the other run's file)."""
+    import make_hdf5
+    out = tmp_path / "out.hdf5"
+    real_writer = make_hdf5._hdf5_writer
+
+    @contextlib.contextmanager
+    def other_run_finishes_first(path):
+        with real_writer(path) as handles:
+            yield handles
+        out.write_bytes(b"the other run's file")
+    monkeypatch.setattr(make_hdf5, "_hdf5_writer", other_run_finishes_first)
+    with pytest.raises(FileExistsError, match=r"appeared while this process was writing it .*nothing was replaced"):
+        make_hdf5.run(_hdf5_flags(fmnist_root, out, "--max_images", "100"))
+    assert out.read_bytes() == b"the other run's file" and not list(tmp_path.glob(".*.tmp"))
+    # --overwrite is the explicit permission to replace it.
+    make_hdf5.run(_hdf5_flags(fmnist_root, out, "--max_images", "100", "--overwrite"))
+    with h5py.File(out, "r") as f:
+        assert f["imgs"].shape == (100, 3, 32, 32)
+
+
+def test_two_concurrent_make_hdf5_runs_one_wins_the_other_is_refused(fmnist_root, tmp_path):
+    out = tmp_path / "out.hdf5"
+    procs = [spawn("make_hdf5.py", _hdf5_flags(fmnist_root, out), tmp_path / f"run{i}.log") for i in range(2)]
+    codes = sorted(p.popen.wait(timeout=600) for p in procs)
+    outputs = [p.output for p in procs]
+    assert codes == [0, 2], outputs
+    assert any("already exists" in o or "appeared while this process" in o for o in outputs)
+    with h5py.File(out, "r") as f:
+        assert f["imgs"].shape == (2000, 3, 32, 32)
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_immutable_weights_folder_fails_cleanly(training_kills, fmnist_root, tmp_path):

@@ -1,7 +1,8 @@
 """BigGAN generator and projection discriminator, state-dict compatible with BigGAN-PyTorch.
 
-`Generator` / `Discriminator` take BigGAN-PyTorch's constructor arguments (no **kwargs: an
-unknown argument is a TypeError); `model_kwargs` picks them out of a full config and
+`Generator` / `Discriminator` take BigGAN-PyTorch's constructor arguments, or a whole config
+as in BigGAN-PyTorch (`Generator(**config)`: flags that are not arguments are ignored, any
+other unknown keyword is a TypeError); `model_kwargs` picks them out of a full config and
 `build_models(config)` builds (G, D) for `--model BigGAN|BigGANdeep`. The optimizers are
 created by the training code from the stored `lr`, `B1`, `B2`, `adam_eps` attributes.
 """
@@ -48,6 +49,29 @@ def init_weights(model: nn.Module, init: str) -> int:
                 nn.init.xavier_uniform_(module.weight)
             count += sum(p.numel() for p in module.parameters())
     return count
+
+
+# Keys BigGAN-PyTorch's train.py adds to the config before `Generator(**config)`.
+_DERIVED_CONFIG_KEYS = frozenset({'n_classes', 'G_activation', 'D_activation', 'no_optim',
+                                  'skip_init', 'resolution', 'experiment_name'})
+
+
+def absorb_config(extra: dict[str, Any], cls: str, part: str,
+                  activation: nn.Module | str | None) -> nn.Module | str:
+    """Make `Generator(**config)` / `Discriminator(**config)` work as in BigGAN-PyTorch.
+
+    `extra` holds the keyword arguments the constructor does not name: keys of a full config
+    (flags of train.py / sample.py, or keys BigGAN-PyTorch's train.py derives) are ignored,
+    anything else is a TypeError, so a typo never passes silently. Returns the activation:
+    the one given, else the config's `--G_nl`/`--D_nl`, else ReLU.
+    """
+    import config as flags
+    known = set(vars(flags.add_sample_parser(flags.prepare_parser()).parse_args([])))
+    unknown = sorted(k for k in extra if k not in known and k not in _DERIVED_CONFIG_KEYS)
+    if unknown:
+        raise TypeError(f"{cls}() got unexpected keyword argument(s) {unknown}: neither a "
+                        f"constructor argument nor a flag of train.py")
+    return activation if activation is not None else extra.get(f'{part}_nl', 'relu')
 
 
 def parse_attention(spec: str, valid: list[int], flag: str) -> set[int]:
@@ -112,11 +136,12 @@ class Generator(nn.Module):
                  n_classes: int = 1000, num_G_SVs: int = 1, num_G_SV_itrs: int = 1,
                  G_shared: bool = True, shared_dim: int = 0, hier: bool = False,
                  cross_replica: bool = False, mybn: bool = False,
-                 G_activation: nn.Module | str = 'relu', G_lr: float = 5e-5,
+                 G_activation: nn.Module | str | None = None, G_lr: float = 5e-5,
                  G_B1: float = 0.0, G_B2: float = 0.999, adam_eps: float = 1e-8,
                  BN_eps: float = 1e-5, SN_eps: float = 1e-12, G_mixed_precision: bool = False,
                  G_fp16: bool = False, G_init: str = 'ortho', skip_init: bool = False,
-                 no_optim: bool = False, G_param: str = 'SN', norm_style: str = 'bn'):
+                 no_optim: bool = False, G_param: str = 'SN', norm_style: str = 'bn',
+                 **config: Any):
         super().__init__()
         check_init(G_init)
         if hier and not G_shared:
@@ -127,7 +152,8 @@ class Generator(nn.Module):
         self.n_classes, self.G_shared, self.hier = n_classes, G_shared, hier
         self.shared_dim = shared_dim if shared_dim > 0 else dim_z
         self.cross_replica, self.mybn = cross_replica, mybn
-        self.activation = layers.get_activation(G_activation)
+        self.activation = layers.get_activation(
+            absorb_config(config, 'Generator', 'G', G_activation))
         self.init, self.G_param, self.norm_style = G_init, G_param, norm_style
         self.BN_eps, self.SN_eps = BN_eps, SN_eps
         self.fp16, self.mixed_precision, self.no_optim = G_fp16, G_mixed_precision, no_optim
@@ -195,16 +221,17 @@ class Discriminator(nn.Module):
     def __init__(self, D_ch: int = 64, D_wide: bool = True, resolution: int = 128,
                  D_kernel_size: int = 3, D_attn: str = '64', n_classes: int = 1000,
                  num_D_SVs: int = 1, num_D_SV_itrs: int = 1,
-                 D_activation: nn.Module | str = 'relu', D_lr: float = 2e-4,
+                 D_activation: nn.Module | str | None = None, D_lr: float = 2e-4,
                  D_B1: float = 0.0, D_B2: float = 0.999, adam_eps: float = 1e-8,
                  SN_eps: float = 1e-12, output_dim: int = 1, D_mixed_precision: bool = False,
                  D_fp16: bool = False, D_init: str = 'ortho', skip_init: bool = False,
-                 D_param: str = 'SN'):
+                 D_param: str = 'SN', **config: Any):
         super().__init__()
         check_init(D_init)
         self.ch, self.D_wide, self.resolution = D_ch, D_wide, resolution
         self.kernel_size, self.attention, self.n_classes = D_kernel_size, D_attn, n_classes
-        self.activation = layers.get_activation(D_activation)
+        self.activation = layers.get_activation(
+            absorb_config(config, 'Discriminator', 'D', D_activation))
         self.init, self.D_param, self.SN_eps = D_init, D_param, SN_eps
         self.fp16, self.mixed_precision = D_fp16, D_mixed_precision
         self.lr, self.B1, self.B2, self.adam_eps = D_lr, D_B1, D_B2, adam_eps
@@ -306,7 +333,8 @@ def model_kwargs(module: Any, config: dict, part: str | None = None) -> dict:
         if part not in ('G', 'D'):
             raise ValueError(f"part must be 'G' or 'D', got {part!r}")
         module = module.Generator if part == 'G' else module.Discriminator
-    names = set(inspect.signature(module.__init__).parameters) - {'self'}
+    names = {name for name, p in inspect.signature(module.__init__).parameters.items()
+             if name != 'self' and p.kind is not inspect.Parameter.VAR_KEYWORD}
     cfg = dict(config)
     for who in ('G', 'D'):
         if f'{who}_nl' in cfg:

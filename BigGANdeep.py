@@ -7,14 +7,14 @@ Selected with `--model BigGANdeep`; `G_D` and the config helpers live in BigGAN.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import layers
-from BigGAN import (G_D, G_arch, check_init, init_weights, parse_attention,  # noqa: F401
+from BigGAN import (G_D, G_arch, absorb_config, check_init, init_weights, parse_attention,  # noqa: F401
                     project, select_arch)  # (G_D re-exported for --model BigGANdeep)
 
 
@@ -117,11 +117,12 @@ class Generator(nn.Module):
                  G_attn: str = '64', n_classes: int = 1000, num_G_SVs: int = 1,
                  num_G_SV_itrs: int = 1, G_shared: bool = True, shared_dim: int = 0,
                  hier: bool = True, cross_replica: bool = False, mybn: bool = False,
-                 G_activation: nn.Module | str = 'relu', G_lr: float = 5e-5,
+                 G_activation: nn.Module | str | None = None, G_lr: float = 5e-5,
                  G_B1: float = 0.0, G_B2: float = 0.999, adam_eps: float = 1e-8,
                  BN_eps: float = 1e-5, SN_eps: float = 1e-12, G_mixed_precision: bool = False,
                  G_fp16: bool = False, G_init: str = 'ortho', skip_init: bool = False,
-                 no_optim: bool = False, G_param: str = 'SN', norm_style: str = 'bn'):
+                 no_optim: bool = False, G_param: str = 'SN', norm_style: str = 'bn',
+                 **config: Any):
         super().__init__()
         check_init(G_init)
         if not (G_shared and hier):
@@ -133,7 +134,8 @@ class Generator(nn.Module):
         self.G_shared, self.hier = G_shared, hier
         self.shared_dim = shared_dim if shared_dim > 0 else dim_z
         self.cross_replica, self.mybn = cross_replica, mybn
-        self.activation = layers.get_activation(G_activation)
+        self.activation = layers.get_activation(
+            absorb_config(config, 'Generator', 'G', G_activation))
         self.init, self.G_param, self.norm_style = G_init, G_param, norm_style
         self.BN_eps, self.SN_eps = BN_eps, SN_eps
         self.fp16, self.mixed_precision, self.no_optim = G_fp16, G_mixed_precision, no_optim
@@ -186,16 +188,17 @@ class Discriminator(nn.Module):
     def __init__(self, D_ch: int = 64, D_wide: bool = True, D_depth: int = 2,
                  resolution: int = 128, D_kernel_size: int = 3, D_attn: str = '64',
                  n_classes: int = 1000, num_D_SVs: int = 1, num_D_SV_itrs: int = 1,
-                 D_activation: nn.Module | str = 'relu', D_lr: float = 2e-4,
+                 D_activation: nn.Module | str | None = None, D_lr: float = 2e-4,
                  D_B1: float = 0.0, D_B2: float = 0.999, adam_eps: float = 1e-8,
                  SN_eps: float = 1e-12, output_dim: int = 1, D_mixed_precision: bool = False,
                  D_fp16: bool = False, D_init: str = 'ortho', skip_init: bool = False,
-                 D_param: str = 'SN'):
+                 D_param: str = 'SN', **config: Any):
         super().__init__()
         check_init(D_init)
         self.ch, self.D_wide, self.D_depth, self.resolution = D_ch, D_wide, D_depth, resolution
         self.kernel_size, self.attention, self.n_classes = D_kernel_size, D_attn, n_classes
-        self.activation = layers.get_activation(D_activation)
+        self.activation = layers.get_activation(
+            absorb_config(config, 'Discriminator', 'D', D_activation))
         self.init, self.D_param, self.SN_eps = D_init, D_param, SN_eps
         self.fp16, self.mixed_precision = D_fp16, D_mixed_precision
         self.lr, self.B1, self.B2, self.adam_eps = D_lr, D_B1, D_B2, adam_eps

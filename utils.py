@@ -90,7 +90,28 @@ def experiment_name(config: dict[str, Any]) -> str:
     return config.get("experiment_name") or name_from_config(config)
 
 
-def get_data_loaders(config: dict[str, Any], **kwargs):
-    """BigGAN-PyTorch's `utils.get_data_loaders` (the implementation lives in loaders.py)."""
+# Keywords of BigGAN-PyTorch's get_data_loaders that are not flags (`hdf5` is implied by the
+# dataset key, training loaders always drop the last incomplete batch).
+_LOADER_KEYWORDS = ("start_itr", "hdf5", "drop_last")
+
+
+def get_data_loaders(config: dict[str, Any] | None = None, **kwargs):
+    """BigGAN-PyTorch's `utils.get_data_loaders` (the implementation lives in loaders.py).
+
+    Two forms: `get_data_loaders(config, start_itr=..., batch_size=..., train=..., dataset=...)`,
+    and BigGAN-PyTorch's keyword form `get_data_loaders(**{**config, 'batch_size': B,
+    'start_itr': itr})`, where `batch_size` is the loader batch (BigGAN-PyTorch's D_batch_size)
+    and missing flags take their defaults. A keyword that is neither a flag nor one of
+    BigGAN-PyTorch's loader keywords is a TypeError.
+    """
     from loaders import get_data_loaders as _get_data_loaders
-    return _get_data_loaders(config, **kwargs)
+    if config is not None:
+        return _get_data_loaders(config, **kwargs)
+    defaults = vars(prepare_parser().parse_args([]))
+    unknown = sorted(k for k in kwargs if k not in defaults and k not in _LOADER_KEYWORDS
+                     and k not in ("n_classes", "G_activation", "D_activation"))
+    if unknown:
+        raise TypeError(f"get_data_loaders() got unexpected keyword argument(s) {unknown}")
+    config = {**defaults, **{k: v for k, v in kwargs.items() if k not in _LOADER_KEYWORDS}}
+    return _get_data_loaders(config, start_itr=int(kwargs.get("start_itr", 0)),
+                             batch_size=kwargs.get("batch_size"))

@@ -6,10 +6,12 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 import BigGAN
 import BigGANdeep
@@ -353,3 +355,44 @@ def test_attention_resolution_the_model_lacks_is_warned():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         BigGAN.Generator(G_ch=4, resolution=32, G_attn='0', n_classes=2, skip_init=True)
+
+
+@pytest.mark.parametrize('family', ['BigGAN', 'BigGANdeep'])
+def test_models_built_from_a_whole_config_as_in_biggan_pytorch(family):
+    """`Generator(**config)` / `Discriminator(**config)` (BigGAN-PyTorch's train.py, sample.py and
+    notebooks): flags that are not arguments are ignored, --G_nl/--D_nl are honoured, the result
+    equals the model built from model_kwargs, and a typo is still a TypeError."""
+    import utils
+    config = vars(utils.prepare_parser().parse_args(
+        ['--model', family, '--G_ch', '4', '--D_ch', '4', '--G_attn', '0', '--D_attn', '0', '--G_shared',
+         '--hier', '--dim_z', '12', '--shared_dim', '6', '--G_nl', 'inplace_relu', '--D_nl', 'ir']))
+    config.update(resolution=32, n_classes=5)
+    module = FAMILIES[family]
+    torch.manual_seed(0)
+    G, D = module.Generator(**config), module.Discriminator(**config)
+    torch.manual_seed(0)
+    G2, D2 = BigGAN.build_models(config)
+    assert G.activation.inplace and D.activation.inplace
+    for a, b in ((G, G2), (D, D2)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(TypeError, match=r"\['G_chh'\]"):
+        module.Generator(**{**config, 'G_chh': 8})
+    with pytest.raises(TypeError, match='not_a_flag'):
+        module.Discriminator(**config, not_a_flag=1)
+
+
+def test_get_data_loaders_in_biggan_pytorchs_keyword_form(tmp_path):
+    import utils
+    for c in range(2):
+        (tmp_path / f"c{c}").mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((8, 8, 3), 40 * i + c, np.uint8)).save(tmp_path / f"c{c}" / f"{i}.png")
+    config = vars(utils.prepare_parser().parse_args(
+        ['--dataset', 'custom', '--data_root', str(tmp_path), '--resolution', '8', '--num_workers', '0']))
+    (loader,) = utils.get_data_loaders(**{**config, 'batch_size': 4, 'start_itr': 0, 'hdf5': False})
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 8, 8) and len(loader) == 3
+    (resumed,) = utils.get_data_loaders(**{**config, 'batch_size': 4, 'start_itr': 2})
+    assert len(resumed) == 1
+    with pytest.raises(TypeError, match='batch_sise'):
+        utils.get_data_loaders(**config, batch_sise=4)

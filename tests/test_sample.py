@@ -290,3 +290,15 @@ def test_a_moved_run_is_sampled_into_the_roots_given_now(trained, tmp_path):
     assert (moved / "samples" / EXP / "random_samples_ema.png").is_file()
     assert list((moved / "samples" / EXP).glob("sample_itr*_ema/samples0.png"))
     assert {p: p.stat().st_mtime_ns for p in trained.rglob("*")} == original
+
+
+def test_the_readme_notebook_example_runs(trained, tmp_path, monkeypatch):
+    """The README's three-line notebook example, run as written on a trained run."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- notebook-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    shutil.copytree(trained / "weights" / EXP, tmp_path / "weights" / "my_run")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    images = scope["images"]
+    assert images.shape == (8, 3, 32, 32) and images.abs().max() <= 1 and images.std() > 0.01

@@ -11,6 +11,7 @@ import argparse
 import copy
 import hashlib
 import json
+import math
 import os
 import re
 from typing import Any
@@ -285,6 +286,29 @@ _ALWAYS_NOW = ("base_root", "weights_root", "logs_root", "samples_root", "experi
                "resume", "load_weights")
 
 
+def check_stored_types(stored: dict[str, Any], source: str) -> None:
+    """Refuse a stored config (config.json, a checkpoint's config) whose values do not have
+    their flags' types (e.g. "G_ch": "eight"), naming the file and the key."""
+    parser = add_sample_parser(prepare_parser())
+    for action in parser._actions:
+        if action.dest not in stored or stored[action.dest] is None:
+            continue
+        value = stored[action.dest]
+        if isinstance(action.default, bool) or action.nargs == 0:
+            ok, want = isinstance(value, bool), "true/false"
+        elif action.type is int:
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif action.type is float:
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        else:
+            ok, want = isinstance(value, str), "a string"
+        if ok and action.choices is not None and value not in action.choices:
+            ok, want = False, f"one of {list(action.choices)}"
+        if not ok:
+            raise ValueError(f"{source}: {action.dest} is {value!r}, expected {want}; restore the "
+                             f"file from the run (or from state_dict.pth's config)")
+
+
 def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
     """Config keys the user actually typed (argv parsed again with every default suppressed)."""
     probe = copy.deepcopy(parser)
@@ -301,6 +325,7 @@ def resume_config(config: dict[str, Any], stored: dict[str, Any], explicit: set[
     Returns (config, changed flags). Raises ValueError naming every typed flag that would change
     the experiment (see RESUME_CHANGEABLE), so a resume never mixes settings silently.
     """
+    check_stored_types(stored, source)
     defaults = vars(prepare_parser().parse_args([]))
     if explicit is None:
         explicit = {k for k in defaults if k in config and config[k] != defaults[k]}
@@ -329,30 +354,60 @@ def check_name(value: str, flag: str) -> None:
                          f"path): it names a folder under --base_root; e.g. --{flag} my_run")
 
 
+# Valid range of every numeric flag: (low, high, low included, high included); None = unbounded.
+_POSITIVE, _NON_NEGATIVE = (1, None, True, False), (0, None, True, False)
+RANGES: dict[str, tuple] = {
+    **dict.fromkeys(("batch_size", "num_D_steps", "num_D_accumulations", "num_G_accumulations",
+                     "save_every", "test_every", "dim_z", "G_ch", "D_ch", "num_epochs", "num_iters",
+                     "log_every", "G_depth", "D_depth", "num_G_SVs", "num_D_SVs", "num_G_SV_itrs",
+                     "num_D_SV_itrs", "num_inception_images", "num_pr_images", "prdc_k",
+                     "num_standing_accumulations", "selection_batch_size", "nn_k", "insgen_dim",
+                     "regan_interval", "sample_num_npz"), _POSITIVE),
+    **dict.fromkeys(("num_workers", "G_batch_size", "shared_dim", "num_save_copies", "num_best_copies",
+                     "ema_start", "sv_log_interval", "resolution", "embedding_res", "feature_res",
+                     "insgen_real_queue", "insgen_fake_queue", "regan_warmup", "seed", "selection_seed"),
+                    _NON_NEGATIVE),
+    **dict.fromkeys(("G_lr", "D_lr", "z_var", "adam_eps", "BN_eps", "SN_eps", "insgen_temperature"),
+                    (0, None, False, False)),
+    **dict.fromkeys(("G_B1", "D_B1", "G_B2", "D_B2", "regan_sparsity"), (0, 1, True, False)),
+    **dict.fromkeys(("G_ortho", "D_ortho", "insgen_w_real", "insgen_w_fake", "insgen_w_g"),
+                    (0, None, True, False)),
+    "ema_decay": (0, 1, False, True),
+    "insgen_momentum": (0, 1, True, True),
+    "retention_ratio": (0, 100, False, True),
+    "sample_sheet_folder_num": (-1, None, True, False),
+}
+
+
+def _range_text(low, high, low_in: bool, high_in: bool) -> str:
+    if (low, high, low_in) == (1, None, True):
+        return "positive"
+    if high is None:
+        return f"{'>=' if low_in else '>'} {low}"
+    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def check_range(key: str, value: Any) -> None:
+    """Raise ValueError naming --key when `value` is outside RANGES[key] (NaN and inf included)."""
+    low, high, low_in, high_in = RANGES[key]
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value >= low if low_in else value > low)
+          and (high is None or (value <= high if high_in else value < high)))
+    if not ok:
+        raise ValueError(f"--{key} must be {_range_text(low, high, low_in, high_in)}, got {value}")
+
+
 def validate_config(config: dict[str, Any]) -> None:
-    """Check value ranges the parser cannot express; raise ValueError naming the flag."""
+    """Check what the parser cannot express (every numeric range, names that become paths,
+    attention specs) before any work; raise ValueError naming the flag."""
     for key in ("experiment_name", "name_suffix"):
         if config.get(key):
             check_name(str(config[key]), key)
     if config.get("load_weights") and not CHECKPOINT_SUFFIX.match(str(config["load_weights"])):
         raise ValueError(f"--load_weights {config['load_weights']!r} must be '' (latest), copyN or bestN")
-    positive = ("batch_size", "num_D_steps", "num_D_accumulations", "num_G_accumulations",
-                "save_every", "test_every", "dim_z", "G_ch", "D_ch", "num_epochs", "log_every")
-    for key in positive:
-        if key in config and config[key] is not None and config[key] <= 0:
-            raise ValueError(f"--{key} must be positive, got {config[key]}")
-    if config.get("num_iters") is not None and config["num_iters"] <= 0:
-        raise ValueError(f"--num_iters must be positive, got {config['num_iters']}")
-    rr = config.get("retention_ratio", 100)
-    if not 0 < rr <= 100:
-        raise ValueError(f"--retention_ratio must be in (0, 100], got {rr}")
-    if config.get("num_workers", 0) < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {config['num_workers']}")
-    for key in ("G_lr", "D_lr", "ema_decay", "z_var"):
-        if key in config and not config[key] > 0:
-            raise ValueError(f"--{key} must be > 0, got {config[key]}")
-    if not 0 <= config.get("regan_sparsity", 0.3) < 1:
-        raise ValueError(f"--regan_sparsity must be in [0, 1), got {config['regan_sparsity']}")
+    for key in RANGES:
+        if config.get(key) is not None:
+            check_range(key, config[key])
     for key in ("G_attn", "D_attn"):
         if key in config:
             attn_resolutions(config[key])

@@ -316,8 +316,18 @@ class HDF5Dataset(ImageDataset):
                         or f["labels"].shape != (shape[0],)):
                     raise ValueError(f"{self.path}: 'imgs' must be uint8 N x 3 x R x R with one label "
                                      f"per image (found {imgs.dtype} {shape}); recreate it with make_hdf5.py")
-                self.labels = np.asarray(f["labels"][:], dtype=np.int64)
-                self.n_classes = int(f.attrs.get("n_classes", self.labels.max(initial=-1) + 1))
+                labels = f["labels"][:]
+                n_classes = f.attrs.get("n_classes", int(labels.max(initial=-1)) + 1)
+                problem = ("it holds no images" if shape[0] == 0 else
+                           f"'labels' are {labels.dtype}, not integers" if labels.dtype.kind not in "iu" else
+                           f"attribute n_classes is {n_classes}, not a positive integer" if not (
+                               np.issubdtype(type(n_classes), np.integer) and n_classes >= 1) else
+                           f"'labels' hold values outside [0, {n_classes})" if (
+                               labels.min() < 0 or labels.max() >= n_classes) else "")
+                if problem:
+                    raise ValueError(f"{self.path}: {problem}; recreate it with make_hdf5.py")
+                self.labels = labels.astype(np.int64)
+                self.n_classes = int(n_classes)
                 self._mem = imgs[:] if load_in_mem else None
         except OSError as err:
             raise ValueError(f"cannot read {self.path} as HDF5 ({err}); the file is truncated or not "

@@ -374,10 +374,16 @@ class Grid:
         path = self.record_path(run)
         if not path.exists():
             return {}
+        fix = "delete it (the checkpoints are kept and resumed)"
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise ValueError(f"{path} is not valid JSON; delete it (the checkpoints are kept and resumed)") from None
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{path} is not valid JSON; {fix}") from None
+        metrics = record.get("metrics", {}) if isinstance(record, dict) else None
+        if not isinstance(metrics, dict) or not all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in metrics.values()):
+            raise ValueError(f"{path} is not a grid record (an object whose 'metrics' are numbers); {fix}")
+        return record
 
     def check_record(self, run: Run, record: dict, train_sig: str, weights: Path) -> None:
         import checkpoints

@@ -84,9 +84,12 @@ def read_run_config(folder: Path, state: dict) -> tuple[dict, str]:
             raise ValueError(f"{path} is not valid JSON ({err}); restore it from the run or "
                              f"delete it to use the config inside state_dict.pth") from None
         if not isinstance(stored, dict):
-            raise ValueError(f"{path} does not hold a config object")
+            raise ValueError(f"{path} does not hold a config object; restore it from the run or "
+                             f"delete it to use the config inside state_dict.pth")
+        utils.check_stored_types(stored, str(path))
         return stored, str(path)
     if isinstance(state.get("config"), dict):
+        utils.check_stored_types(state["config"], str(folder / "state_dict.pth"))
         return dict(state["config"]), str(folder / "state_dict.pth")
     raise FileNotFoundError(f"no config.json in {folder} and no config inside state_dict.pth; "
                             f"put the run's config.json beside the weights")

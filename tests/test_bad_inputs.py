@@ -139,6 +139,11 @@ def other_arch_G(root: Path) -> None:
     torch.save(G.state_dict(), root / "out" / "weights" / "tiny" / "G.pth")
 
 
+def edit_json(path: Path, **changes) -> None:
+    import json
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
 def moments_of_other_net(root: Path) -> None:
     # A file made by EfficientNet-Lite0 where the random Inception-v3's moments are expected.
     shutil.copy(root / "imgs.derived" / "custom_efficientnet_lite0_moments.npz",
@@ -226,6 +231,10 @@ CASES = [
     Case("train-truncated-moments-npz", "train", lambda r: train_args(r, "--test_every", "1", "--no_prdc"),
          (r"custom_efficientnet_lite0_moments\.npz", r"re-run calculate_inception_moments\.py|delete"),
          setup=lambda r: truncate(r / "imgs.derived" / "custom_efficientnet_lite0_moments.npz")),
+    Case("train-beta-range", "train", lambda r: train_args(r, "--G_B1", "1.5"), (r"--G_B1 must be in \[0, 1\), got 1.5",)),
+    Case("train-lr-nan", "train", lambda r: train_args(r, "--D_lr", "nan"), (r"--D_lr must be > 0, got nan",)),
+    Case("sample-zero-images", "sample", lambda r: sample_args(r, "--sample_inception_metrics", "--num_inception_images",
+                                                               "0"), (r"--num_inception_images must be positive",)),
     Case("train-name-escapes-root", "train", lambda r: train_args(r, name="../escaped"),
          (r"--experiment_name '\.\./escaped' must be a plain name", r"e\.g\. --experiment_name")),
     Case("train-name-absolute", "train", lambda r: train_args(r, name=str(r / "abs_run")),
@@ -255,6 +264,15 @@ CASES = [
     Case("sample-corrupt-config-json", "sample", lambda r: sample_args(r, "--sample_random"),
          (r"config\.json is not valid JSON", r"restore it|delete it"),
          setup=lambda r: (r / "out" / "weights" / "tiny" / "config.json").write_text('{"G_ch": 8,')),
+    Case("sample-config-json-wrong-type", "sample", lambda r: sample_args(r, "--sample_random"),
+         (r"config\.json: G_ch is 'eight', expected an integer", r"restore the file"),
+         setup=lambda r: edit_json(r / "out" / "weights" / "tiny" / "config.json", G_ch="eight")),
+    Case("sample-config-json-bad-choice", "sample", lambda r: sample_args(r, "--sample_random"),
+         (r"config\.json: G_nl is 'gelu', expected one of", r"restore the file"),
+         setup=lambda r: edit_json(r / "out" / "weights" / "tiny" / "config.json", G_nl="gelu")),
+    Case("sample-config-json-not-an-object", "sample", lambda r: sample_args(r, "--sample_random"),
+         (r"config\.json does not hold a config object", r"restore it|delete it"),
+         setup=lambda r: (r / "out" / "weights" / "tiny" / "config.json").write_text("[1, 2]")),
     Case("sample-arch-flag-disagrees", "sample", lambda r: sample_args(r, "--G_ch", "16", "--sample_random"),
          (r"--G_ch 16 differs", r"drop --G_ch")),
     Case("sample-bad-trunc-curve", "sample", lambda r: sample_args(r, "--sample_trunc_curves", "1.0_0_0.5"),

@@ -126,3 +126,32 @@ def test_prepare_root_prefixes_base_root(tmp_path):
     for key in ("weights_root", "logs_root", "samples_root"):
         assert Path(config[key]).is_dir() and str(tmp_path) in config[key]
     assert config["data_root"] == str(tmp_path / "data")
+
+
+def test_every_numeric_flag_has_a_checked_range():
+    """A numeric flag added without a range in config.RANGES fails here."""
+    import config
+    parser = utils.add_sample_parser(utils.prepare_parser())
+    numeric = {a.dest for a in parser._actions if a.type in (int, float)}
+    assert numeric == set(config.RANGES)
+    config.validate_config(vars(parser.parse_args([])))  # the defaults are valid
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("G_B1", 1.5, r"--G_B1 must be in \[0, 1\), got 1.5"),
+    ("D_B2", -0.1, r"--D_B2 must be in \[0, 1\)"),
+    ("G_lr", float("nan"), r"--G_lr must be > 0, got nan"),
+    ("D_lr", float("inf"), r"--D_lr must be > 0, got inf"),
+    ("ema_decay", 1.2, r"--ema_decay must be in \(0, 1\]"),
+    ("num_D_SV_itrs", 0, r"--num_D_SV_itrs must be positive, got 0"),
+    ("num_save_copies", -1, r"--num_save_copies must be >= 0"),
+    ("prdc_k", 0, r"--prdc_k must be positive"),
+    ("G_ortho", -1e-4, r"--G_ortho must be >= 0"),
+    ("sample_sheet_folder_num", -2, r"--sample_sheet_folder_num must be >= -1"),
+    ("retention_ratio", 0.0, r"--retention_ratio must be in \(0, 100\]"),
+])
+def test_out_of_range_values_are_refused_naming_the_flag(flag, value, message):
+    import config
+    values = vars(utils.add_sample_parser(utils.prepare_parser()).parse_args([]))
+    with pytest.raises(ValueError, match=message):
+        config.validate_config({**values, flag: value})

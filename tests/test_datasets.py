@@ -198,10 +198,19 @@ def test_hdf5_registry_path_and_resolution(tmp_path):
         datasets.get_dataset("I64_hdf5", tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "foreign", "no_imgs", "wrong_shape"])
+@pytest.mark.parametrize("kind", ["truncated", "foreign", "no_imgs", "wrong_shape", "empty", "float_labels",
+                                  "negative_label", "label_past_n_classes", "bad_n_classes"])
 def test_bad_hdf5_files_give_clear_errors(tmp_path, kind):
     path = tmp_path / "f.hdf5"
-    if kind == "truncated":
+    labels = {"float_labels": np.array([0.0, 0.5, 1.0]), "negative_label": np.array([0, -1, 1]),
+              "label_past_n_classes": np.array([0, 1, 3])}
+    if kind in labels or kind in ("empty", "bad_n_classes"):
+        n = 0 if kind == "empty" else 3
+        with h5py.File(path, "w") as f:
+            f.create_dataset("imgs", data=np.zeros((n, 3, 4, 4), np.uint8))
+            f.create_dataset("labels", data=labels.get(kind, np.zeros(n, np.int64)))
+            f.attrs["n_classes"] = 1.5 if kind == "bad_n_classes" else 3
+    elif kind == "truncated":
         write_hdf5(path, n=40, r=16)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif kind == "foreign":
@@ -214,7 +223,10 @@ def test_bad_hdf5_files_give_clear_errors(tmp_path, kind):
             f.create_dataset("imgs", data=np.zeros((2, 4, 4, 3), np.uint8))
             f.create_dataset("labels", data=np.zeros(2, np.int64))
     match = {"truncated": "truncated or not HDF5", "foreign": "truncated or not HDF5",
-             "no_imgs": "not written by make_hdf5.py", "wrong_shape": "must be uint8 N x 3 x R x R"}[kind]
+             "no_imgs": "not written by make_hdf5.py", "wrong_shape": "must be uint8 N x 3 x R x R",
+             "empty": "holds no images", "float_labels": "'labels' are float64, not integers",
+             "negative_label": r"outside \[0, 3\)", "label_past_n_classes": r"outside \[0, 3\)",
+             "bad_n_classes": "attribute n_classes is 1.5"}[kind]
     with pytest.raises(ValueError, match=match):
         datasets.get_dataset("custom_hdf5", path)
 

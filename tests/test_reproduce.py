@@ -196,3 +196,19 @@ def test_seeds_aggregate_to_mean_and_sample_std_and_the_noise_test():
     assert len(lines) == 2  # density is not in these records
     assert "precision up: **held** (better, +" in lines[0]
     assert "recall down a little or unchanged: **held** (worse" in lines[1]
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "is not valid JSON"),
+    ("[1, 2, 3]", "is not a grid record"),
+    ('{"metrics": {"FID": "low"}}', "is not a grid record"),
+    ('{"metrics": [1]}', "is not a grid record"),
+])
+def test_a_damaged_grid_record_is_refused_naming_it(tmp_path, content, problem):
+    args, train_argv = eg.build_parser().parse_known_args(["--output_dir", str(tmp_path), "--num_iters", "3"])
+    grid = eg.Grid(args, train_argv)
+    run = grid.runs[0]
+    grid.record_path(run).parent.mkdir(parents=True)
+    grid.record_path(run).write_text(content)
+    with pytest.raises(ValueError, match=rf"{run.name}\.json {problem}.*delete it"):
+        grid.read_record(run)

@@ -295,13 +295,32 @@ def _read_npz(path: Path, net: backbones.FeatureNet, script: str) -> dict[str, n
                          f"and re-run {script}") from err
 
 
+def _check_arrays(path: Path, arrays: dict[str, np.ndarray], shapes: dict[str, Callable[[tuple], bool]],
+                  script: str) -> None:
+    """Refuse a reference file whose arrays are missing, not finite floats, or badly shaped."""
+    for key, shape_ok in shapes.items():
+        a = arrays.get(key)
+        problem = ("has no" if a is None else
+                   "has a non-float" if a.dtype.kind != "f" else
+                   "has a badly shaped" if not shape_ok(a.shape) else
+                   "has a non-finite" if not np.isfinite(a).all() else "")
+        if problem:
+            raise ValueError(f"{path} {problem} '{key}' array{'' if a is None else f' {a.dtype} {a.shape}'}; "
+                             f"delete it and re-run {script}")
+
+
 def load_moments(path: str | Path, net: backbones.FeatureNet) -> dict[str, np.ndarray]:
-    """mu/sigma (and the real IS) from `path`, refused if made with another network."""
+    """mu/sigma (and the real IS) from `path`, refused if made with another network or damaged."""
     path = Path(path)
+    script = "calculate_inception_moments.py"
     if not path.is_file():
-        raise FileNotFoundError(f"FID moments {path} not found; run calculate_inception_moments.py "
+        raise FileNotFoundError(f"FID moments {path} not found; run {script} "
                                 f"--dataset ... --feature_net {net.name} first, or pass --no_fid")
-    return _read_npz(path, net, "calculate_inception_moments.py")
+    arrays = _read_npz(path, net, script)
+    dim = arrays["mu"].shape[0] if "mu" in arrays and arrays["mu"].ndim == 1 else -1
+    _check_arrays(path, arrays, {"mu": lambda s: len(s) == 1 and s[0] > 0,
+                                 "sigma": lambda s: s == (dim, dim)}, script)
+    return arrays
 
 
 def manifold_indices(n: int, num_images: int, seed: int) -> np.ndarray:
@@ -326,7 +345,9 @@ def load_manifold(path: str | Path, net: backbones.FeatureNet) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"PRDC manifold {path} not found; run prepare_manifold.py "
                                 f"--dataset ... --feature_net {net.name} first, or pass --no_prdc")
-    return _read_npz(path, net, "prepare_manifold.py")["features"]
+    arrays = _read_npz(path, net, "prepare_manifold.py")
+    _check_arrays(path, arrays, {"features": lambda s: len(s) == 2 and min(s) > 0}, "prepare_manifold.py")
+    return arrays["features"]
 
 
 def reference_pass_setup(argv: list[str] | None) -> tuple[dict, Any, backbones.FeatureNet]:

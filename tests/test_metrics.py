@@ -198,6 +198,25 @@ def test_moments_file_records_network_and_refuses_another(tmp_path):
         iu.load_moments(tmp_path / "legacy.npz", net)
     with pytest.raises(FileNotFoundError, match="calculate_inception_moments.py"):
         iu.load_moments(tmp_path / "missing.npz", net)
+    # Damaged arrays with an intact record: each refused naming the array, with what to re-run.
+    with np.load(path, allow_pickle=False) as z:
+        good = {k: z[k] for k in z.files}
+    for name, change, problem in (
+            ("nan", {"sigma": np.full_like(good["sigma"], np.nan)}, "non-finite 'sigma'"),
+            ("shape", {"sigma": good["sigma"][:5]}, "badly shaped 'sigma'"),
+            ("dtype", {"mu": good["mu"].astype(np.int64)}, "non-float 'mu'"),
+            ("missing", {"mu": None}, "no 'mu'")):
+        arrays = {k: v for k, v in {**good, **change}.items() if v is not None}
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(ValueError, match=f"{name}.npz has (a )?{problem}.*re-run calculate_inception_moments.py"):
+            iu.load_moments(tmp_path / f"{name}.npz", net)
+    iu.save_manifold(tmp_path / "m.npz", np.ones((4, 1280), np.float32), np.arange(4), 0, net, "X")
+    assert iu.load_manifold(tmp_path / "m.npz", net).shape == (4, 1280)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
+        manifold = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "m1d.npz", **{**manifold, "features": np.ones(4, np.float32)})
+    with pytest.raises(ValueError, match="badly shaped 'features'.*re-run prepare_manifold.py"):
+        iu.load_manifold(tmp_path / "m1d.npz", net)
 
 
 # --------------------------------------------------------------------------- end to end

@@ -97,10 +97,16 @@ def _load(path: Path) -> Any:
 
 def load_state_dict_file(folder: str | Path, suffix: str | None = None) -> dict:
     """Read `state_dict[_suffix].pth` (BigGAN-PyTorch's training state plus ours)."""
-    state = _load(Path(folder) / file_name("state_dict", suffix))
+    path = Path(folder) / file_name("state_dict", suffix)
+    state = _load(path)
     if not isinstance(state, dict) or "itr" not in state:
-        raise ValueError(f"{Path(folder) / file_name('state_dict', suffix)} is not a training "
-                         f"state (no 'itr' key)")
+        raise ValueError(f"{path} is not a training state (no 'itr' key)")
+    counters = {k: state[k] for k in ("itr", "epoch", "save_num", "save_best_num") if k in state}
+    bad = [k for k, v in counters.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0]
+    if bad or not isinstance(state.get("config", {}), dict):
+        what = f"counter {bad[0]} = {counters[bad[0]]!r}" if bad else "a config that is not a dict"
+        raise ValueError(f"{path} holds {what}; restore the set from a backup or resume another "
+                         f"one (--load_weights copyN)")
     return state
 
 

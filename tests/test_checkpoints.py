@@ -156,3 +156,17 @@ def test_metrics_log_is_valid_json_and_truncates(tmp_path):
     log.truncate(3)
     records = [json.loads(l) for l in path.read_text().splitlines()]
     assert len(records) == 1 and records[0]["itr"] == 2 and records[0]["FID"] is None
+
+
+@pytest.mark.parametrize("state, problem", [
+    ({"itr": -3}, "counter itr = -3"),
+    ({"itr": 10, "epoch": 1.5}, "counter epoch = 1.5"),
+    ({"itr": "10"}, "counter itr = '10'"),
+    ({"itr": 10, "config": [1, 2]}, "a config that is not a dict"),
+    ({"epoch": 0}, r"not a training state \(no 'itr' key\)"),
+])
+def test_a_state_dict_with_wrong_types_is_refused_naming_the_file(tmp_path, state, problem):
+    torch.save(state, tmp_path / "state_dict.pth")
+    with pytest.raises(ValueError, match=rf"state_dict\.pth (holds )?{problem}"):
+        checkpoints.load_state_dict_file(tmp_path)
+    assert not checkpoints.is_complete(tmp_path)

@@ -141,6 +141,36 @@ def calculate_frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndar
 
 
 # --------------------------------------------------------------------------- PRDC
+# --------------------------------------------------------------------------- KID
+def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 between equal-sized sets with the cubic polynomial kernel
+    k(a, b) = (a.b / d + 1)^3 of Binkowski et al. (2018): within-set sums leave out the
+    diagonal, the cross-set sum keeps it (torch-fidelity's and clean-fid's estimator)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    m, d = x.shape
+    if y.shape != (m, d) or m < 2:
+        raise ValueError(f"KID subsets must be equal-sized [m >= 2, d] arrays, got {x.shape} and {y.shape}")
+    k_xx, k_yy, k_xy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+    return float(within - 2 * k_xy.sum() / (m * m))
+
+
+def calculate_kid(real_features: np.ndarray, fake_features: np.ndarray, num_subsets: int = 100,
+                  subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance: mean and std (ddof 0) of `polynomial_mmd2` over `num_subsets`
+    random subsets of `subset_size` images drawn without replacement from each set (clipped to
+    the smaller set, as clean-fid does; torch-fidelity refuses instead). Seeded."""
+    n = min(len(real_features), len(fake_features), subset_size)
+    if n < 2 or num_subsets < 1:
+        raise ValueError(f"KID needs >= 2 images per set and >= 1 subset (got {n} images, "
+                         f"{num_subsets} subsets)")
+    rng = np.random.default_rng(seed)
+    values = [polynomial_mmd2(real_features[rng.choice(len(real_features), n, replace=False)],
+                              fake_features[rng.choice(len(fake_features), n, replace=False)])
+              for _ in range(num_subsets)]
+    return float(np.mean(values)), float(np.std(values))
+
+
 def _as_tensor(x, device: torch.device) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
     if t.ndim != 2 or not t.is_floating_point():

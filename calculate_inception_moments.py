@@ -18,7 +18,7 @@ import utils
 
 def main(argv: list[str] | None = None) -> dict:
     """Compute and save the moments of the dataset named by the flags; returns them."""
-    config, dataset, net = inception_utils.reference_pass_setup(argv)
+    config, dataset, net = inception_utils.reference_pass_setup(argv, __doc__.split("\n\n")[0])
     distributed.print0(f"Moments of {config['dataset']} ({len(dataset)} images) with "
                        f"{inception_utils.FEATURE_NETS[config['feature_net']]['label']}")
     moments = inception_utils.compute_moments(dataset, net, config["batch_size"], config["num_workers"],

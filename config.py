@@ -240,9 +240,32 @@ def prepare_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def focus_parser(parser: argparse.ArgumentParser, description: str,
+                 shown: set[str] | frozenset[str]) -> argparse.ArgumentParser:
+    """Give a script built on the training parser its own --help: its description, and only
+    the flags it uses (`shown`). The other flags are still accepted (a run's config can hold
+    them) but hidden from --help."""
+    parser.description = description
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help" and action.dest not in shown:
+            action.help = argparse.SUPPRESS
+    return parser
+
+
 def add_sample_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add sample.py's flags (BigGAN-PyTorch's names) to `parser`."""
     g = parser.add_argument_group("sampling")
+    g.add_argument("--seeds", type=str, default="",
+                   help="Write one PNG per seed to --outdir, e.g. 0-99 or 1,5,9 (the same seed always "
+                        "gives the same image; G runs in eval mode)")
+    g.add_argument("--classes", type=str, default="",
+                   help="Classes for --seeds, e.g. 0-9 or 3: one PNG per seed and class (same z); "
+                        "default: one class drawn from each seed")
+    g.add_argument("--truncation", type=float, default=0.0,
+                   help="Truncation threshold of z for every output: sheets, npz, PNGs and metrics "
+                        "(0 = none) (default: %(default)s)")
+    g.add_argument("--outdir", type=str, default="",
+                   help="Folder of the --seeds PNGs (default: <samples_root>/<experiment>/generated<tag>)")
     g.add_argument("--sample_npz", action="store_true", default=False, help="Write samples to an npz file")
     g.add_argument("--sample_num_npz", type=int, default=50000, help="Samples in the npz (default: %(default)s)")
     g.add_argument("--sample_sheets", action="store_true", default=False, help="Write per-class sample sheets")
@@ -372,6 +395,7 @@ RANGES: dict[str, tuple] = {
     **dict.fromkeys(("G_B1", "D_B1", "G_B2", "D_B2", "regan_sparsity"), (0, 1, True, False)),
     **dict.fromkeys(("G_ortho", "D_ortho", "insgen_w_real", "insgen_w_fake", "insgen_w_g"),
                     (0, None, True, False)),
+    "truncation": (0, None, True, False),
     "ema_decay": (0, 1, False, True),
     "insgen_momentum": (0, 1, True, True),
     "retention_ratio": (0, 100, False, True),

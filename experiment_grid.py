@@ -186,14 +186,9 @@ class Run:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' -> [0, 1, 2] (distinct integers)."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds {text!r} must be integers joined by commas, e.g. 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {text!r} must name at least one seed, each once")
-    return seeds
+    """'0,1,2' or '0-2' -> [0, 1, 2] (distinct non-negative integers)."""
+    import sampling
+    return sampling.parse_int_list(text, "--seeds")
 
 
 def aggregate(records: list[dict]) -> dict:
@@ -506,7 +501,7 @@ class Grid:
 
 def build_parser() -> argparse.ArgumentParser:
     """The grid's own flags (everything else goes to train.py)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), allow_abbrev=False,
                                 epilog="All other flags are train.py flags shared by every cell.")
     p.add_argument("--grid", choices=sorted(GRIDS), default="table1", help="which cells and plots (default: %(default)s)")
     p.add_argument("--output_dir", required=True, help="folder for cells, checkpoints, logs and the summary")

@@ -380,12 +380,20 @@ def load_manifold(path: str | Path, net: backbones.FeatureNet) -> np.ndarray:
     return arrays["features"]
 
 
-def reference_pass_setup(argv: list[str] | None) -> tuple[dict, Any, backbones.FeatureNet]:
-    """Parse the flags of calculate_inception_moments.py / prepare_manifold.py and load the
-    (original, unselected) dataset and the feature network they describe."""
+# The flags calculate_inception_moments.py and prepare_manifold.py read (their --help shows these).
+REFERENCE_PASS_FLAGS = frozenset({"dataset", "data_root", "resolution", "load_in_mem", "feature_net",
+                                  "feature_res", "inception_weights", "batch_size", "num_workers",
+                                  "device", "pbar", "num_pr_images", "seed"})
+
+
+def reference_pass_setup(argv: list[str] | None, description: str = "") -> tuple[dict, Any, backbones.FeatureNet]:
+    """Parse the flags of calculate_inception_moments.py / prepare_manifold.py (whose --help
+    shows `description` and REFERENCE_PASS_FLAGS) and load the (original, unselected) dataset
+    and the feature network they describe."""
     import datasets  # after parsing, so --help stays fast
     import utils
-    config = vars(utils.prepare_parser().parse_args(argv))
+    parser = utils.focus_parser(utils.prepare_parser(), description, REFERENCE_PASS_FLAGS)
+    config = vars(parser.parse_args(argv))
     device = utils.resolve_device(config["device"])
     distributed.init_distributed(device)
     dataset = datasets.get_dataset(config["dataset"], config["data_root"],

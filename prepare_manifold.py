@@ -18,7 +18,7 @@ import utils
 
 def main(argv: list[str] | None = None):
     """Compute and save the real manifold of the dataset named by the flags; returns the features."""
-    config, dataset, net = inception_utils.reference_pass_setup(argv)
+    config, dataset, net = inception_utils.reference_pass_setup(argv, __doc__.split("\n\n")[0])
     indices = inception_utils.manifold_indices(len(dataset), config["num_pr_images"], config["seed"])
     distributed.print0(f"Manifold of {len(indices)} of {len(dataset)} {config['dataset']} images "
                        f"(seed {config['seed']}) with {inception_utils.FEATURE_NETS[config['feature_net']]['label']}")

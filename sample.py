@@ -4,6 +4,7 @@ truncation sweeps (BigGAN-PyTorch's sample.py, rebuilt from the run's saved conf
     python sample.py --experiment_name NAME --sample_random --sample_sheets --sample_interps
     python sample.py --experiment_name NAME --use_ema --load_weights best0 --sample_npz
     python sample.py --experiment_name NAME --sample_inception_metrics --sample_trunc_curves 0.25_0.25_1.0
+    python sample.py --experiment_name NAME --use_ema --seeds 0-99 --classes 3 --truncation 0.5 --outdir out/
 
 The architecture comes from `weights/<experiment>/config.json` (or the config stored in
 `state_dict.pth`), so it need not be retyped; the flags on the command line that concern
@@ -36,7 +37,7 @@ from training_utils import accumulate_standing_stats
 
 # Flags whose command-line value always wins over the stored run config.
 SAMPLE_KEYS = {
-    "sample_npz", "sample_num_npz", "sample_sheets", "sample_interps", "sample_sheet_folder_num",
+    "seeds", "classes", "truncation", "outdir", "sample_npz", "sample_num_npz", "sample_sheets", "sample_interps", "sample_sheet_folder_num",
     "sample_random", "sample_trunc_curves", "sample_inception_metrics", "load_weights", "use_ema",
     "G_eval_mode", "accumulate_stats", "num_standing_accumulations", "z_var", "batch_size",
     "G_batch_size", "seed", "device", "amp", "channels_last", "compile", "parallel", "num_workers",
@@ -57,8 +58,10 @@ METRIC_KEYS = ("IS_mean", "IS_std", "FID", "precision", "recall", "density", "co
 
 
 def prepare_parser() -> argparse.ArgumentParser:
-    """The training parser plus the sampling flags (BigGAN-PyTorch's names)."""
-    return utils.add_sample_parser(utils.prepare_parser())
+    """The training parser plus the sampling flags (BigGAN-PyTorch's names); --help shows the
+    sampling flags only (the rest is read from the run)."""
+    return utils.focus_parser(utils.add_sample_parser(utils.prepare_parser()),
+                              " ".join(__doc__.split("\n\n")[0].split()), SAMPLE_KEYS)
 
 
 def explicit_flags(argv: list[str] | None) -> set[str]:
@@ -206,12 +209,16 @@ def _clean(value: Any) -> Any:
 
 def run(config: dict, explicit: set[str]) -> dict[str, Any]:
     """Do everything the sample flags ask for; returns {output name: path or metrics}."""
-    if not any(config[k] for k in ("sample_npz", "sample_sheets", "sample_interps", "sample_random",
+    if not any(config[k] for k in ("seeds", "sample_npz", "sample_sheets", "sample_interps", "sample_random",
                                    "sample_inception_metrics", "sample_trunc_curves")):
-        raise utils.UserError("nothing to do: pass at least one of --sample_random, --sample_sheets, "
+        raise utils.UserError("nothing to do: pass at least one of --seeds, --sample_random, --sample_sheets, "
                               "--sample_interps, --sample_npz, --sample_inception_metrics, "
                               "--sample_trunc_curves start_step_end")
     utils.validate_config(config)
+    seeds = sampling.parse_int_list(config["seeds"], "--seeds") if config["seeds"] else []
+    classes = sampling.parse_int_list(config["classes"], "--classes") if config["classes"] else None
+    if classes is not None and not seeds:
+        raise utils.UserError("--classes picks the classes of --seeds; pass --seeds too (e.g. --seeds 0-9)")
     trunc_values = sampling.parse_trunc_curves(config["sample_trunc_curves"]) \
         if config["sample_trunc_curves"] else []
     utils.prepare_root(config)
@@ -230,7 +237,11 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
     batch = max(config["G_batch_size"], config["batch_size"])
     use_amp = config.get("amp", "none") != "none" and device.type == "cuda"
     autocast = (lambda: BigGAN.autocast_context(config, device)) if use_amp else None
-    sampler = sampling.ZYSampler(batch, G.dim_z, config["n_classes"], device, config["z_var"])
+    if classes is not None and max(classes) >= config["n_classes"]:
+        raise utils.UserError(f"--classes {config['classes']}: the model has {config['n_classes']} "
+                              f"classes (0-{config['n_classes'] - 1})")
+    sampler = sampling.ZYSampler(batch, G.dim_z, config["n_classes"], device, config["z_var"],
+                                 config["truncation"])
     sample_fn = sampling.make_sample_fn(G, sampler, autocast)
     if config["G_eval_mode"]:
         G.eval()
@@ -255,7 +266,7 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
         else:
             for _ in chunks:
                 pass
-    draw = dict(z_var=config["z_var"], autocast=autocast)
+    draw = dict(z_var=config["z_var"], truncation=config["truncation"], autocast=autocast)
     if main and config["sample_sheets"]:
         per_sheet = datasets.classes_per_sheet(config["dataset"], config["n_classes"])
         done["sheets"] = sampling.class_sheets(G, sheet_dir, config["n_classes"], per_sheet,
@@ -266,6 +277,13 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
     if main and config["sample_random"]:
         done["random"] = sampling.random_sheet(G, out / f"random_samples{tag}.png", batch, G.dim_z,
                                                config["n_classes"], device, batch_size=batch, **draw)
+
+    if seeds and main:
+        G.eval()  # running (or standing) statistics: an image never depends on its batch
+        folder = Path(config["outdir"]) if config["outdir"] else out / f"generated{tag}"
+        done["pngs"] = sampling.generate_pngs(G, folder, seeds, classes, config["n_classes"], device,
+                                              batch_size=batch, **draw)
+        G.train(not config["G_eval_mode"])
 
     if config["sample_inception_metrics"] or trunc_values:
         get_metrics = metrics_function(config)
@@ -278,8 +296,9 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
                   "use_ema": config["use_ema"], "G_eval_mode": config["G_eval_mode"],
                   "accumulate_stats": config["accumulate_stats"], "feature_net": config["feature_net"],
                   "dataset": config["dataset"], "num_images": config["num_inception_images"]}
+        header["truncation"] = config["truncation"]
         if config["sample_inception_metrics"]:
-            sampler.truncation = 0.0
+            sampler.truncation = config["truncation"]
             start = time.time()
             metrics = measure()
             record = {**header, **metrics, "seconds": round(time.time() - start, 1)}

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torchvision.utils as vutils
+from PIL import Image
 from tqdm import tqdm
 
 import distributed as dist_utils
@@ -298,6 +299,56 @@ def sample_chunks(sample_fn: SampleFn, num: int, progress: bool = False
         bar.update(min(x.shape[0], num - bar.n))
         yield x.cpu().numpy(), y.cpu().numpy()
     bar.close()
+
+
+# ----------------------------------------------------------------------------- generation by seed
+def parse_int_list(spec: str, flag: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]: comma-separated integers and inclusive ranges, each once."""
+    values: list[int] = []
+    try:
+        for part in (p.strip() for p in spec.split(",") if p.strip()):
+            low, sep, high = part.partition("-")
+            values += list(range(int(low), int(high) + 1)) if sep and low else [int(part)]
+    except ValueError:
+        raise ValueError(f"{flag} {spec!r} must be integers or ranges joined by commas, "
+                         f"e.g. 0-99 or 1,5,9") from None
+    if not values or len(set(values)) != len(values) or min(values) < 0:
+        raise ValueError(f"{flag} {spec!r} must name at least one non-negative value, each once")
+    return values
+
+
+def seed_noise(seed: int, dim_z: int, n_classes: int, z_var: float = 1.0,
+               truncation: float = 0.0) -> tuple[torch.Tensor, int]:
+    """(z [dim_z], class) of one seed, as StyleGAN2-ADA's generate.py: the same seed gives the
+    same z (and drawn class) whatever else is generated, on any device."""
+    gen = torch.Generator().manual_seed(seed)
+    z = sample_z(1, dim_z, "cpu", z_var, truncation, gen)[0]
+    return z, int(torch.randint(n_classes, (1,), generator=gen))
+
+
+@torch.no_grad()
+def generate_pngs(G: nn.Module, folder: str | Path, seeds: list[int], classes: list[int] | None,
+                  n_classes: int, device: torch.device | str, z_var: float = 1.0,
+                  truncation: float = 0.0, batch_size: int = 64, autocast=None) -> list[Path]:
+    """One PNG per (seed, class) in `folder`, named `seed0042_class3.png`: every class of
+    `classes` for each seed (the same z), or the class drawn from the seed when `classes` is
+    None. G should be in eval mode so that an image does not depend on its batch."""
+    jobs = []
+    for seed in seeds:
+        z, drawn = seed_noise(seed, G.dim_z, n_classes, z_var, truncation)
+        jobs += [(seed, c, z) for c in (classes if classes is not None else [drawn])]
+    paths = []
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        z = torch.stack([j[2] for j in chunk]).to(device)
+        y = torch.tensor([j[1] for j in chunk], device=device)
+        images = to_uint8_nhwc(generate(G, z, y, autocast=autocast))
+        for (seed, c, _), image in zip(chunk, images):
+            path = Path(folder) / f"seed{seed:04d}_class{c}.png"
+            with atomic_path(path) as tmp:
+                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(tmp, format="PNG")
+            paths.append(path)
+    return paths
 
 
 # ----------------------------------------------------------------------------- truncation sweep

@@ -302,3 +302,53 @@ def test_the_readme_notebook_example_runs(trained, tmp_path, monkeypatch):
     exec(compile(block, "README.md", "exec"), scope)
     images = scope["images"]
     assert images.shape == (8, 3, 32, 32) and images.abs().max() <= 1 and images.std() > 0.01
+
+
+def _pngs(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+
+def test_generate_by_seeds_and_classes_gives_the_same_image_for_the_same_seed(trained, tmp_path):
+    """StyleGAN2-ADA's generate.py workflow: one PNG per seed (and class), named by both; a seed
+    gives the same image whatever else is generated in the same call; --truncation applies."""
+    import sample
+    base = ["--experiment_name", EXP, "--weights_root", str(trained / "weights"), "--samples_root",
+            str(tmp_path / "s"), "--device", "cpu", "--use_ema", "--batch_size", "3"]
+    sample.main([*base, "--seeds", "0-3", "--classes", "1,2", "--outdir", str(tmp_path / "a")])
+    sample.main([*base, "--seeds", "2", "--classes", "2", "--outdir", str(tmp_path / "b")])
+    a, b = _pngs(tmp_path / "a"), _pngs(tmp_path / "b")
+    assert sorted(a) == [f"seed{s:04d}_class{c}.png" for s in range(4) for c in (1, 2)]
+    assert a["seed0002_class2.png"].shape == (32, 32, 3)
+    assert np.abs(a["seed0002_class2.png"].astype(int) - b["seed0002_class2.png"]).max() <= 1
+    assert not np.array_equal(a["seed0002_class1.png"], a["seed0002_class2.png"])  # the class matters
+    assert not np.array_equal(a["seed0001_class1.png"], a["seed0002_class1.png"])  # so does the seed
+    sample.main([*base, "--seeds", "5,7"])  # class drawn from each seed, default folder
+    drawn = sorted(p.name for p in (tmp_path / "s" / EXP / "generated_ema").glob("*.png"))
+    assert drawn == [f"seed{s:04d}_class{sampling.seed_noise(s, 16, 10)[1]}.png" for s in (5, 7)]
+    sample.main([*base, "--seeds", "2", "--classes", "2", "--truncation", "0.5", "--outdir", str(tmp_path / "t")])
+    z, _ = sampling.seed_noise(2, 16, 10, truncation=0.5)
+    assert z.abs().max() <= 0.5
+    import checkpoints
+    cli = vars(sample.prepare_parser().parse_args(base))
+    folder, suffix = sample.checkpoint_folder(cli)
+    stored, source = sample.read_run_config(folder, checkpoints.load_state_dict_file(folder, suffix))
+    config = sample.merge_config(cli, stored, {"experiment_name", "weights_root", "use_ema"}, source)
+    G = sample.load_generator(config, folder, suffix, source, torch.device("cpu")).eval()
+    want = sampling.to_uint8_nhwc(sampling.generate(G, z[None], torch.tensor([2])))[0]
+    assert np.abs(_pngs(tmp_path / "t")["seed0002_class2.png"].astype(int) - want).max() <= 1
+    with pytest.raises(utils.UserError, match="--classes 12: the model has 10 classes"):
+        sample.main([*base, "--seeds", "0", "--classes", "12"])
+    with pytest.raises(ValueError, match="--seeds '3-x'"):
+        sample.main([*base, "--seeds", "3-x"])
+
+
+def test_sample_help_describes_sampling_only(run_py):
+    proc = run_py("sample.py", "--help")
+    assert proc.returncode == 0 and proc.stdout.count("Sample from a trained generator") == 1
+    assert "--seeds" in proc.stdout and "--sample_npz" in proc.stdout and "--truncation" in proc.stdout
+    assert "Train a BigGAN" not in proc.stdout and "--G_lr" not in proc.stdout and "--retention_ratio" not in proc.stdout
+    moments = run_py("calculate_inception_moments.py", "--help")
+    assert "Mean and covariance" in moments.stdout and "--feature_net" in moments.stdout
+    assert "--G_lr" not in moments.stdout and "Train a BigGAN" not in moments.stdout
+    grid = run_py("experiment_grid.py", "--help")
+    assert "scored against the FULL training data" in " ".join(grid.stdout.split())

@@ -25,6 +25,9 @@ PARAMS = ("SN", "SVD", "none")
 INITS = ("ortho", "N02", "xavier")
 NONLINEARITIES = ("inplace_relu", "relu", "ir")
 NORM_STYLES = ("bn", "in", "gn", "nonorm")
+# BigGAN-PyTorch's 8 workers, but never more than the cores this process may use (PyTorch warns
+# about each extra worker, and they only compete with the training for the cores).
+DEFAULT_WORKERS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -35,7 +38,8 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="Image resolution; 0 = the dataset's own. Required with --dataset custom")
     g.add_argument("--augment", action="store_true", default=False,
                    help="Random crop and horizontal flip of training images")
-    g.add_argument("--num_workers", type=int, default=8, help="DataLoader workers (default: %(default)s)")
+    g.add_argument("--num_workers", type=int, default=DEFAULT_WORKERS,
+                   help="DataLoader workers (default: 8, or this machine's cores if fewer: %(default)s)")
     g.add_argument("--no_pin_memory", action="store_false", dest="pin_memory", default=True,
                    help="Do not pin DataLoader memory (it is only ever pinned on CUDA)")
     g.add_argument("--shuffle", action="store_true", default=False, help="Shuffle the data each epoch")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -133,6 +134,32 @@ def read_image(path: str | os.PathLike, size: int, augment: bool = False) -> tor
 
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+
+
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                  "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# ImageNet's synset -> words files (folder names like n01440764 become "tench, Tinca tinca").
+SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")
+
+
+def class_names(dataset) -> list[str] | None:
+    """Human-readable class names of `dataset` (through subsets), or None when unknown: Fashion-MNIST
+    and CIFAR-10 names, folder names (ImageNet synsets translated when LOC_synset_mapping.txt or
+    synset_words.txt lies beside the class folders or one level up), names stored in an HDF5 file."""
+    while not hasattr(dataset, "classes") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    names = getattr(dataset, "classes", None)
+    if not names or names == [""]:
+        return None
+    root = getattr(dataset, "root", None)
+    for folder in ((root, root.parent) if root is not None else ()):
+        for file in SYNSET_FILES:
+            if (folder / file).is_file():
+                words = dict(line.strip().split(" ", 1) for line in (folder / file).read_text().splitlines()
+                             if " " in line.strip())
+                return [words.get(n, n) for n in names]
+    return list(names)
 
 
 # Folders the project itself writes: never data, even where an older version put them inside
@@ -328,6 +355,8 @@ class HDF5Dataset(ImageDataset):
                     raise ValueError(f"{self.path}: {problem}; recreate it with make_hdf5.py")
                 self.labels = labels.astype(np.int64)
                 self.n_classes = int(n_classes)
+                if "classes" in f.attrs:  # names of the source's classes (make_hdf5.py)
+                    self.classes = [str(c) for c in json.loads(f.attrs["classes"])]
                 self._mem = imgs[:] if load_in_mem else None
         except OSError as err:
             raise ValueError(f"cannot read {self.path} as HDF5 ({err}); the file is truncated or not "
@@ -366,8 +395,10 @@ class ArrayDataset(ImageDataset):
     """Images already decoded into a uint8 N x H x W x C array (CIFAR, Fashion-MNIST)."""
 
     def __init__(self, images: np.ndarray, labels, n_classes: int, files: list, augment: bool,
-                 pad_crop: int = 0):
+                 pad_crop: int = 0, classes: list[str] | None = None):
         self.images, self.files, self.augment = images, files, bool(augment)
+        if classes is not None:
+            self.classes = list(classes)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.n_classes, self.resolution, self.pad_crop = n_classes, images.shape[1], pad_crop
 
@@ -438,7 +469,7 @@ def load_fmnist32(data_root, augment: bool = False) -> ArrayDataset:
     if x.ndim != 3 or y.shape != (x.shape[0],):
         raise ValueError(f"{images} and {labels} do not match (shapes {x.shape}, {y.shape})")
     x = np.pad(x, ((0, 0), (2, 2), (2, 2)))[..., None]
-    return ArrayDataset(x, y, info.n_classes, [str(images), str(labels)], augment)
+    return ArrayDataset(x, y, info.n_classes, [str(images), str(labels)], augment, classes=FMNIST_CLASSES)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -509,7 +540,8 @@ def load_cifar(name: str, data_root, augment: bool = False) -> ArrayDataset:
                         raise ValueError(f"{cand}: labels outside 0..{info.n_classes - 1}; is this {name}?")
                     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
                     return ArrayDataset(np.ascontiguousarray(images), labels, info.n_classes,
-                                        [str(p) for p in paths], augment, pad_crop=4)
+                                        [str(p) for p in paths], augment, pad_crop=4,
+                                        classes=CIFAR10_CLASSES if ten else None)
     raise FileNotFoundError(f"{name} not found in {root / info.root} or {root}: "
                             f"{info.prepare.replace('DATA_ROOT', str(root))}")
 

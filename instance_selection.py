@@ -400,6 +400,11 @@ def _save_figure(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
 
 
+def _class_title(names: list[str] | None, c: int | str) -> str:
+    """'Sneaker (class 7)' when the dataset knows its class names, else 'class 7'."""
+    return f"{names[int(c)]} (class {c})" if names and str(c).isdigit() and int(c) < len(names) else f"class {c}"
+
+
 def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.PathLike,
                  n_images: int = 32, n_classes: int = 10, extra: dict[str, Any] | None = None) -> Path:
     """Write the selection report into `report_dir` and return the JSON summary's path.
@@ -413,7 +418,9 @@ def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import datasets
     report_dir = Path(report_dir)
+    names = datasets.class_names(dataset)
     scores, keep, labels = result["scores"], result["indices"], result["labels"]
     pool_labels = np.zeros(len(scores), np.int64) if labels is None else labels
     kept_mask = np.zeros(len(scores), bool)
@@ -425,6 +432,8 @@ def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.
         c = "all" if labels is None else str(int(pool_labels[idx[0]]))
         per_class[c] = {"kept": int(kept_mask[idx].sum()), "total": int(len(idx)),
                         "threshold": float(scores[idx][kept_mask[idx]].min())}
+        if names and c.isdigit() and int(c) < len(names):
+            per_class[c]["name"] = names[int(c)]
     cols = min(5, len(shown))
     rows = -(-len(shown) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
@@ -435,7 +444,7 @@ def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.
         ax.hist([rel[kept_mask[idx]], rel[~kept_mask[idx]]], bins=40, stacked=True,
                 color=["tab:blue", "tab:red"], label=["kept", "removed"])
         ax.axvline(0.0, color="k", linestyle="--", linewidth=1)
-        ax.set_title(f"class {c}" if labels is not None else "all images", fontsize=9)
+        ax.set_title(_class_title(names, c) if labels is not None else "all images", fontsize=9)
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
@@ -450,7 +459,7 @@ def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.
         fig, axes = plt.subplots(1, 2, figsize=(12, 6 * max(1, -(-m // 8)) / 4 + 1))
         for ax, chosen, title in ((axes[0], order[:m], "most dense"), (axes[1], order[::-1][:m], "least dense")):
             ax.imshow(_grid(dataset, chosen))
-            ax.set_title(f"class {c}: {title}", fontsize=10)
+            ax.set_title(f"{_class_title(names, c)}: {title}", fontsize=10)
             ax.axis("off")
         _save_figure(fig, report_dir / f"class_{c}_density.png")
         plt.close(fig)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Iterator
@@ -181,6 +182,9 @@ def write_hdf5(dataset: datasets.ImageDataset, out: Path, args: argparse.Namespa
             raise ValueError(f"no readable images in {args.data_root}; nothing written")
         f.attrs.update({"dataset": key, "resolution": r, "n_classes": dataset.n_classes,
                         "source": str(args.data_root), "skipped": len(skipped)})
+        names = datasets.class_names(dataset)
+        if names:
+            f.attrs["classes"] = json.dumps(names)
     return skipped
 
 

@@ -305,8 +305,9 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
             if main:
                 atomic_write_json(out / f"metrics{tag}.json", record)
             done["metrics"] = record
-            dist_utils.print0("Metrics: " + ", ".join(f"{k} {metrics[k]}" for k in METRIC_KEYS
-                                                      if k in metrics))
+            dist_utils.print0("Metrics: " + ", ".join(
+                f"{k} {'-' if metrics[k] is None else format(metrics[k], '.4g')}" for k in METRIC_KEYS
+                if k in metrics))
         if trunc_values:
             entries = []
             for value in tqdm(trunc_values, desc="truncation", disable=not main):

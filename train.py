@@ -95,9 +95,10 @@ def _gather_rng() -> list[dict]:
 
 
 def log_iteration(train_log: TrainLog, itr: int, metrics: dict, G: nn.Module, D: nn.Module,
-                  modes: train_fns.Modes, config: dict) -> None:
-    """Losses (and mode stats) every --log_every or when a step was skipped; SVs every --sv_log_interval."""
-    if itr % config["log_every"] == 0 or metrics["skipped_D_steps"] or metrics["skipped_G_steps"]:
+                  modes: train_fns.Modes, config: dict, last: bool = False) -> None:
+    """Losses (and mode stats) every --log_every, at the last iteration and when a step was
+    skipped; SVs every --sv_log_interval."""
+    if itr % config["log_every"] == 0 or last or metrics["skipped_D_steps"] or metrics["skipped_G_steps"]:
         for name, value in metrics.items():
             train_log.report(name, value)
         if modes.regan is not None:
@@ -339,10 +340,11 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
                     f"--num_G_accumulations to keep the same effective batch, or try --amp bf16") from None
 
             started()  # one iteration trained: from here on a failure keeps the run's folders
-            log_iteration(train_log, itr, metrics, G, D, modes, config)
-            pbar.update(1)
+            log_iteration(train_log, itr, metrics, G, D, modes, config, last=itr == total)
+            # The postfix first: update() redraws the bar, which then shows this iteration's losses.
             pbar.set_postfix({k: f"{v:+.3f}" for k, v in metrics.items() if not k.startswith("skipped")},
                              refresh=False)
+            pbar.update(1)
             state_dict["train_seconds"] += time.perf_counter() - tick
 
             if itr % config["test_every"] == 0:
@@ -361,8 +363,9 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
         checkpoint()
     pbar.close()
     train_log.close()
-    dist_utils.print0(f"Done: {state_dict['itr']} iterations in {time.time() - start:.1f} s; "
-                      f"checkpoints in {weights_dir}")
+    dist_utils.print0(f"Done: {state_dict['itr']} iterations in {time.time() - start:.1f} s; checkpoints in "
+                      f"{weights_dir}, logs in {Path(config['logs_root']) / experiment_name} (metrics: "
+                      f"{test_log.path}), samples in {Path(config['samples_root']) / experiment_name}")
     return nets
 
 

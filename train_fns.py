@@ -327,7 +327,9 @@ def test(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict, experimen
             G, noise, functools.partial(BigGAN.autocast_context, config, device))
         metrics = get_metrics(sample_fn, config["num_inception_images"])
     IS_mean, IS_std, FID = (float(metrics.get(k, float("nan"))) for k in ("IS_mean", "IS_std", "FID"))
-    dist_utils.print0(f"Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, FID is {FID:5.4f}")
+    prdc = "".join(f", {k} {float(metrics[k]):.3f}" for k in ("precision", "recall", "density", "coverage")
+                   if k in metrics)
+    dist_utils.print0(f"Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, FID is {FID:5.4f}{prdc}")
     improved = (config["which_best"] == "IS" and IS_mean > state_dict["best_IS"]) or \
                (config["which_best"] == "FID" and FID < state_dict["best_FID"])
     state_dict["best_IS"] = max(state_dict["best_IS"], IS_mean)

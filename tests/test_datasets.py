@@ -388,3 +388,22 @@ def test_project_outputs_are_never_data(tmp_path):
     (tmp_path / "ImageNet").mkdir()
     assert datasets.derived_folder("I128", tmp_path) == tmp_path
     assert datasets.derived_folder("I128", root) == tmp_path / "data.derived"  # the class folder itself
+
+
+def test_class_names_for_reports_and_sheets(tmp_path, fmnist_root):
+    import loaders
+    import make_hdf5
+    fmnist = datasets.get_dataset("FMNIST32", fmnist_root)
+    assert datasets.class_names(loaders.SelectedSubset(fmnist, np.arange(5)))[:2] == ["T-shirt/top", "Trouser"]
+    root = write_tree(tmp_path / "imgs")
+    assert datasets.class_names(datasets.get_dataset("custom", root, resolution=8)) == ["class0", "class1"]
+    make_hdf5.main(["--dataset", "custom", "--data_root", str(root), "--resolution", "8",
+                    "--out", str(tmp_path / "x.hdf5"), "--num_workers", "0"])
+    assert datasets.class_names(datasets.get_dataset("custom_hdf5", tmp_path / "x.hdf5")) == ["class0", "class1"]
+    (root / "synset_words.txt").write_text("class0 tench, Tinca tinca\nclass1 goldfish\n")
+    assert datasets.class_names(datasets.get_dataset("custom", root, resolution=8)) == ["tench, Tinca tinca",
+                                                                                     "goldfish"]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rgb_image(8, 8).save(flat / "a.png")
+    assert datasets.class_names(datasets.get_dataset("custom", flat, resolution=8)) is None

@@ -255,6 +255,7 @@ def test_cli_report_files(fmnist_root, tmp_path, run_py):
     assert summary["n_total"] == 300 and summary["measure"] == "uniform"
     assert {c: v["total"] for c, v in summary["per_class"].items()} == \
         {str(c): int(n) for c, n in enumerate(np.bincount(labels))}
+    assert summary["per_class"]["0"]["name"] == "T-shirt/top" and summary["per_class"]["9"]["name"] == "Ankle boot"
     assert all(v["kept"] == sel.keep_count(v["total"], 40) for v in summary["per_class"].values())
     for name in ("score_histogram.png", "class_0_density.png", "class_2_density.png"):
         with Image.open(report / name) as im:

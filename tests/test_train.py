@@ -531,3 +531,11 @@ def test_resume_applies_a_new_learning_rate_to_the_optimizers_and_records_it(fmn
     d_optim = torch.load(weights / "D_optim.pth", weights_only=True)
     assert [g["lr"] for g in d_optim["param_groups"]] == [2e-4]  # not typed: the run's own
     assert nets.G.lr == 1e-5
+
+
+def test_a_run_shorter_than_log_every_still_logs_its_last_iteration(fmnist_folder, tmp_path, capsys):
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "3", "--log_every", "50", "--save_every", "100")
+    assert [r["itr"] for r in read_jsonl(tmp_path / "logs" / "tiny" / "losses.jsonl")] == [3]
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    for where in (tmp_path / "weights" / "tiny", tmp_path / "logs" / "tiny", tmp_path / "samples" / "tiny"):
+        assert str(where) in done

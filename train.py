@@ -349,11 +349,14 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
 
             if itr % config["test_every"] == 0:
                 to_eval_mode()
-                train_fns.test(nets, G_optim, D_optim, state_dict, config, experiment_name, get_metrics,
-                               test_log, extra_state(), device, modes)
+                record = train_fns.test(nets, G_optim, D_optim, state_dict, config, experiment_name,
+                                        get_metrics, test_log, extra_state(), device, modes)
+                train_log.tensorboard_scalars("metrics", record, itr)
             if itr % config["save_every"] == 0:
                 checkpoint()
                 last_saved, main_set_current = itr, True
+                train_log.tensorboard_image("samples/fixed", Path(config["samples_root"]) / experiment_name
+                                            / f"fixed_samples{itr}.jpg", itr)
             tick = time.perf_counter()
         else:
             state_dict["epoch"] += 1

@@ -15,8 +15,9 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -256,6 +257,20 @@ class TrainLog:
                     for key, value in values.items():
                         self.tb.add_scalar(f"{stream}/{key}", value, itr)
         self.pending = {}
+
+    def tensorboard_scalars(self, prefix: str, values: dict[str, Any], itr: int) -> None:
+        """TensorBoard only (e.g. the metrics, whose JSONL log is MetricsLog's): finite numbers."""
+        if self.tb is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self.tb.add_scalar(f"{prefix}/{key}", value, itr)
+
+    def tensorboard_image(self, tag: str, path: str | os.PathLike, itr: int) -> None:
+        """TensorBoard only: a picture written to disk (a sample sheet), if it exists."""
+        if self.tb is not None and Path(path).is_file():
+            from PIL import Image
+            with Image.open(path) as im:
+                self.tb.add_image(tag, np.asarray(im.convert("RGB")), itr, dataformats="HWC")
 
     def truncate(self, itr: int) -> None:
         """Forget records newer than iteration `itr` (the checkpoint a run resumes from)."""

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a .venv with requirements.txt, and the Fashion-MNIST IDX files.
+# Idempotent set-up: a .venv with requirements.txt and requirements-dev.txt at the exact versions of
+# constraints.txt, and the Fashion-MNIST IDX files.
 # A second run only compares a stamp and returns in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,19 +8,20 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP="$VENV/.requirements.sha256"
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-dev.txt constraints.txt | sha256sum | cut -d' ' -f1)
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] installing requirements.txt into $VENV (torch is large: the first run takes minutes)"
+  echo "[setup] installing requirements.txt + requirements-dev.txt (constraints.txt) into $VENV" \
+       "(torch is large: the first run takes minutes)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -r requirements.txt
+  "$VENV/bin/python" -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
   echo "$want" > "$STAMP"
 else
-  echo "[setup] $VENV is up to date with requirements.txt"
+  echo "[setup] $VENV is up to date with the requirements"
 fi
 
 FMNIST_DIR=${FMNIST_ROOT:-/usr/share/datasets/fashion-mnist}

@@ -539,3 +539,16 @@ def test_a_run_shorter_than_log_every_still_logs_its_last_iteration(fmnist_folde
     done = capsys.readouterr().out.strip().splitlines()[-1]
     for where in (tmp_path / "weights" / "tiny", tmp_path / "logs" / "tiny", tmp_path / "samples" / "tiny"):
         assert str(where) in done
+
+
+def test_tensorboard_gets_losses_metrics_and_sample_sheets(fmnist_folder, tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "2", "--save_every", "2", "--test_every", "2",
+                     "--tensorboard")
+    events = event_accumulator.EventAccumulator(str(tmp_path / "logs" / "tiny" / "tensorboard"),
+                                                size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
+    assert {"losses/G_loss", "losses/D_loss_real", "metrics/FID", "metrics/P", "metrics/IS_mean"} <= scalars
+    assert [e.step for e in events.Scalars("metrics/FID")] == [2]
+    assert images == {"samples/fixed"} and events.Images("samples/fixed")[0].width > 32

@@ -51,9 +51,9 @@ def init_weights(model: nn.Module, init: str) -> int:
     return count
 
 
-# Keys BigGAN-PyTorch's train.py adds to the config before `Generator(**config)`.
+# Keys BigGAN-PyTorch's train.py (and ours: class_names) adds to the config before `Generator(**config)`.
 _DERIVED_CONFIG_KEYS = frozenset({'n_classes', 'G_activation', 'D_activation', 'no_optim',
-                                  'skip_init', 'resolution', 'experiment_name'})
+                                  'skip_init', 'resolution', 'experiment_name', 'class_names'})
 
 
 def absorb_config(extra: dict[str, Any], cls: str, part: str,

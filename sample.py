@@ -270,7 +270,7 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
     if main and config["sample_sheets"]:
         per_sheet = datasets.classes_per_sheet(config["dataset"], config["n_classes"])
         done["sheets"] = sampling.class_sheets(G, sheet_dir, config["n_classes"], per_sheet,
-                                               G.dim_z, device, **draw)
+                                               G.dim_z, device, class_names=config.get("class_names"), **draw)
     if main and config["sample_interps"]:
         done["interps"] = sampling.interp_sheets(G, sheet_dir, config["n_classes"], G.dim_z,
                                                  device, batch_size=batch, **draw)

@@ -135,16 +135,36 @@ def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     return to_uint8(images).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 0, padding: int = 2) -> Path:
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 0, padding: int = 2,
+              row_labels: list[str] | None = None) -> Path:
     """Write images in [-1, 1] as one grid picture (format from the suffix, PNG by default),
-    atomically. `nrow` images per row (0 = a square grid)."""
+    atomically. `nrow` images per row (0 = a square grid); `row_labels` are written in a
+    margin left of the rows (class names on class sheets)."""
     path = Path(path)
     nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
-    grid = to_uint8(images).float() / 255.0
+    grid = vutils.make_grid(to_uint8(images), nrow=nrow, padding=padding)
+    picture = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    if row_labels:
+        picture = _with_row_labels(picture, row_labels, images.shape[-2] + padding, padding)
     with atomic_path(path) as tmp:
-        vutils.save_image(grid, tmp, nrow=nrow, padding=padding, format=fmt)
+        picture.save(tmp, format=fmt)
     return path
+
+
+def _with_row_labels(picture: Image.Image, labels: list[str], row_height: int, padding: int) -> Image.Image:
+    """`picture` with a white margin on the left holding one label per row (vertically centred)."""
+    from PIL import ImageDraw, ImageFont
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(picture)
+    width = max(int(draw.textlength(label, font=font)) for label in labels) + 8
+    out = Image.new("RGB", (picture.width + width, picture.height), "white")
+    out.paste(picture, (width, 0))
+    draw = ImageDraw.Draw(out)
+    for row, label in enumerate(labels):
+        draw.text((4, padding + row * row_height + (row_height - padding) // 2), label, fill="black",
+                  font=font, anchor="lm")
+    return out
 
 
 @torch.no_grad()
@@ -162,9 +182,11 @@ def random_sheet(G: nn.Module, path: str | Path, num: int, dim_z: int, n_classes
 def class_sheets(G: nn.Module, folder: str | Path, n_classes: int, classes_per_sheet: int,
                  dim_z: int, device: torch.device | str, samples_per_class: int = 10,
                  z_var: float = 1.0, truncation: float = 0.0,
-                 generator: torch.Generator | None = None, autocast=None) -> list[Path]:
+                 generator: torch.Generator | None = None, autocast=None,
+                 class_names: list[str] | None = None) -> list[Path]:
     """Per-class sheets `folder/samples{i}.png`: one row per class, `samples_per_class` columns,
-    `classes_per_sheet` classes per sheet (BigGAN-PyTorch's sample_sheet layout).
+    `classes_per_sheet` classes per sheet (BigGAN-PyTorch's sample_sheet layout), each row
+    labelled with its class name when `class_names` are known.
 
     As in BigGAN-PyTorch, every forward batch holds one sample of each class on the sheet
     (column j is one batch), so a G in train mode takes its BN statistics over all classes.
@@ -177,8 +199,9 @@ def class_sheets(G: nn.Module, folder: str | Path, n_classes: int, classes_per_s
         z = sample_z(y.shape[0], dim_z, device, z_var, truncation, generator)
         images = generate(G, z, y, n, autocast)
         rows = images.view(samples_per_class, n, *images.shape[1:]).transpose(0, 1)
+        labels = [class_names[c] for c in classes.tolist()] if class_names else None
         paths.append(save_grid(rows.reshape(images.shape), Path(folder) / f"samples{sheet}.png",
-                               samples_per_class))
+                               samples_per_class, row_labels=labels))
     return paths
 
 

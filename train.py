@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 import BigGAN
 import checkpoints
+import datasets
 import distributed as dist_utils
 import loaders
 import sync_batchnorm
@@ -211,6 +212,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
     train_loader = utils.get_data_loaders(config, start_itr=state_dict["itr"])[0]
     dataset = train_loader.dataset
     config["n_classes"] = int(dataset.n_classes)
+    config["class_names"] = datasets.class_names(dataset)  # sheet labels (sample.py reads them too)
     config["resolution"] = config["resolution"] or int(dataset.resolution)
     batches_per_epoch = train_loader.sampler.per_rank // train_loader.batch_size
     if config["resume"] and not config["use_multiepoch_sampler"]:

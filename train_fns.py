@@ -298,7 +298,8 @@ def save_and_sample(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict
                            samples / f"fixed_samples{itr}.jpg")
         per_sheet = datasets.classes_per_sheet(config["dataset"], config["n_classes"])
         sampling.class_sheets(G, samples / str(itr), config["n_classes"], per_sheet, G.dim_z, device,
-                              z_var=config["z_var"], generator=generator, autocast=autocast)
+                              z_var=config["z_var"], generator=generator, autocast=autocast,
+                              class_names=config.get("class_names"))
         sampling.interp_sheets(G, samples / str(itr), config["n_classes"], G.dim_z, device,
                                z_var=config["z_var"], generator=generator, autocast=autocast)
 

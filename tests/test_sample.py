@@ -128,7 +128,11 @@ def test_npz_holds_what_the_generator_draws(sampled, trained):
 def test_sheets_and_interpolations(sampled):
     sheets = sorted(sampled.glob("sample_itr2_ema/samples*.png"))
     assert len(sheets) == 1  # FMNIST32: 10 classes per sheet
-    assert _png(sheets[0]) == (10 * 34 + 2, 10 * 34 + 2)  # 10 classes x 10 samples, padding 2
+    width, height = _png(sheets[0])  # 10 classes x 10 samples, padding 2, class names on the left
+    assert height == 10 * 34 + 2 and width > 10 * 34 + 2 + 30
+    with Image.open(sheets[0]) as im:
+        margin = np.asarray(im.convert("L"))[:, : width - (10 * 34 + 2)]
+    assert (margin == 255).mean() > 0.7 and (margin < 128).any()  # white with dark text
     interps = sorted(p.name for p in sampled.glob("sample_itr2_ema/interp*.png"))
     assert interps == ["interpY0.png", "interpZ0.png", "interpZY0.png"]
     assert _png(sampled / "sample_itr2_ema" / "interpZY0.png") == (10 * 34 + 2, 16 * 34 + 2)

@@ -15,6 +15,9 @@ import contextlib
 import copy
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -40,6 +43,50 @@ from training_utils import (EMA, MetricsLog, NoiseSampler, TrainLog, build_optim
 # excluded), which the metrics log records so convergence can be read against time.
 FRESH_STATE = {"itr": 0, "epoch": 0, "save_num": 0, "save_best_num": 0, "best_IS": 0,
                "best_FID": 999999, "train_seconds": 0.0}
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM/SIGUSR1 after checkpointing; exit with `exit_code`."""
+
+    def __init__(self, signum: int, itr: int, weights_dir: Path):
+        self.exit_code = 128 + signum  # what a shell reports for a process ended by that signal
+        super().__init__(f"preempted by {signal.Signals(signum).name} after iteration {itr}; checkpoint "
+                         f"saved in {weights_dir}. Continue with --resume (exit status {self.exit_code})")
+
+
+class PreemptionGuard:
+    """SIGTERM and SIGUSR1 (how Slurm and cloud schedulers preempt) only set a flag: the
+    iteration running finishes, the loop stops at the next `requested()`, checkpoints, and
+    the process exits with 128 + the signal number for the scheduler to requeue it."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "PreemptionGuard":
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+
+    def requested(self, device: torch.device) -> bool:
+        """True once any process got a signal (all DDP ranks agree, so they stop together)."""
+        flag = self.signum or 0
+        if dist_utils.is_distributed():
+            t = torch.tensor([flag], device=device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = int(t.item())
+        self.signum = flag or None
+        return self.signum is not None
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _wrap(G: nn.Module, D: nn.Module, config: dict, device: torch.device) -> train_fns.Nets:
@@ -138,8 +185,8 @@ def run(config: dict, explicit: set[str] | None = None) -> train_fns.Nets:
                                   f"choose another --weights_root / --logs_root / --samples_root / "
                                   f"--base_root") from None
         weights_dir = Path(config["weights_root"]) / experiment_name
-        with checkpoints.run_lock(weights_dir, enabled=rank0):
-            return _train(config, experiment_name, weights_dir, started, explicit)
+        with checkpoints.run_lock(weights_dir, enabled=rank0), PreemptionGuard() as preemption:
+            return _train(config, experiment_name, weights_dir, started, explicit, preemption)
 
 
 def _new_output_paths(config: dict, experiment_name: str) -> list[Path]:
@@ -172,7 +219,7 @@ def _removed_unless_started(paths: list[Path]) -> Iterator[Callable[[], None]]:
 
 
 def _train(config: dict, experiment_name: str, weights_dir: Path, started: Callable[[], None],
-           explicit: set[str] | None) -> train_fns.Nets:
+           explicit: set[str] | None, preemption: PreemptionGuard) -> train_fns.Nets:
     """Everything after the experiment is locked: data, models, resume, the loop (which
     calls `started()` once an iteration has trained)."""
     device = utils.resolve_device(config["device"])
@@ -288,6 +335,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
                     net.eval()
 
     def checkpoint() -> None:
+        started()  # a run with a checkpoint is never cleaned away
         to_eval_mode()
         train_fns.save_and_sample(nets, G_optim, D_optim, state_dict, config, experiment_name, fixed,
                                   extra_state(), device, modes)
@@ -319,7 +367,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
                    else loaders.planned_epochs(config, batches_per_epoch))
     for epoch in epochs:
         for x, y in train_loader:
-            if config["num_iters"] and state_dict["itr"] >= config["num_iters"]:
+            if config["num_iters"] and state_dict["itr"] >= config["num_iters"] or preemption.requested(device):
                 break
             state_dict["itr"] += 1
             itr = state_dict["itr"]
@@ -368,6 +416,8 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
         checkpoint()
     pbar.close()
     train_log.close()
+    if preemption.signum is not None:
+        raise Preempted(preemption.signum, state_dict["itr"], weights_dir)
     dist_utils.print0(f"Done: {state_dict['itr']} iterations in {time.time() - start:.1f} s; checkpoints in "
                       f"{weights_dir}, logs in {Path(config['logs_root']) / experiment_name} (metrics: "
                       f"{test_log.path}), samples in {Path(config['samples_root']) / experiment_name}")
@@ -380,6 +430,9 @@ def main(argv: list[str] | None = None) -> None:
     config = vars(parser.parse_args(argv))
     try:
         run(config, utils.explicit_flags(parser, argv))
+    except Preempted as stop:
+        print(f"{stop}", file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_code) from None
     except OSError as err:  # a full disk, a read-only folder: one line, not a traceback
         raise utils.UserError(err.strerror if err.strerror and "cannot" in err.strerror else str(err)) from None
     finally:

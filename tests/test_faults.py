@@ -402,6 +402,40 @@ def test_sigkill_during_instance_selection_then_rerun_matches(fmnist_root, tmp_p
         assert np.array_equal(a["indices"], b["indices"]) and np.array_equal(a["scores"], b["scores"])
 
 
+# ----------------------------------------------------------------------------- preemption
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_signal_checkpoints_exits_requeueable_and_resumes_bit_for_bit(fmnist_root, tmp_path, sig):
+    """A scheduler's SIGTERM/SIGUSR1 mid-run: the iteration finishes, a checkpoint is written
+    (no --save_every reached), the exit status is 128 + signal; --resume then continues to the
+    same weights as a run that was never stopped."""
+    out = tmp_path / "preempted"
+    flags = ["--save_every", "100000", "--test_every", "1000000"]
+    proc = spawn("train.py", train_flags(fmnist_root, out, *flags, "--num_iters", "100000"), tmp_path / "p.log")
+    losses = out / "logs" / "run" / "losses.jsonl"
+    try:
+        while logged_itr(losses, proc.started) < 3:
+            assert proc.popen.poll() is None, proc.output[-2000:]
+            time.sleep(0.01)
+        os.kill(proc.popen.pid, sig)
+        rc = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    output = proc.output
+    weights = out / "weights" / "run"
+    stopped = checkpoint_itr(weights)
+    assert rc == 128 + sig, output[-2000:]
+    assert f"preempted by {signal.Signals(sig).name} after iteration {stopped}" in last_line(output)
+    assert stopped >= 3 and checkpoints.is_complete(weights, None)
+    assert read_jsonl(losses)[-1]["itr"] == stopped  # the iteration running when the signal came finished
+    rc, output = run("train.py", train_flags(fmnist_root, out, *flags, "--num_iters", str(stopped + 2), "--resume"),
+                     tmp_path / "resume.log")
+    assert rc == 0, output[-2000:]
+    rc, output = run("train.py", train_flags(fmnist_root, tmp_path / "ref", *flags, "--num_iters", str(stopped + 2)),
+                     tmp_path / "ref.log")
+    assert rc == 0, output[-2000:]
+    assert same_checkpoint(weights, None, tmp_path / "ref" / "weights" / "run", None) == []
+
+
 # ----------------------------------------------------------------------------- full disk, read-only
 def limit_file_size(nbytes: int):
     def preexec():

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 FMNIST_SYSTEM_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -588,3 +588,24 @@ def get_dataset(name: str, data_root, resolution: int | None = None, augment: bo
                                     f"{info.prepare.replace('DATA_ROOT', str(root))}")
         folder = root
     return ImageFolderDataset(folder, res, augment, load_in_mem, allow_flat=False)
+
+
+class SelectedSubset(Subset):
+    """A `Subset` that keeps the dataset API (`labels`, `n_classes`, `resolution`, `fingerprint`)."""
+
+    def __init__(self, dataset: ImageDataset, indices: np.ndarray):
+        super().__init__(dataset, indices)
+        self.labels = dataset.labels[indices]
+        self.n_classes, self.resolution = dataset.n_classes, dataset.resolution
+
+    def fingerprint(self) -> str:
+        """The parent's fingerprint combined with the kept indices."""
+        return digest(self.dataset.fingerprint(), np.asarray(self.indices, np.int64).tobytes())
+
+
+def get_dataset_from_config(config: dict, augment: bool | None = None) -> ImageDataset:
+    """`datasets.get_dataset` with --dataset, --data_root, --resolution, --augment, --load_in_mem."""
+    return get_dataset(config["dataset"], config.get("data_root", "data"),
+                                resolution=config.get("resolution") or None,
+                                augment=bool(config.get("augment", False) if augment is None else augment),
+                                load_in_mem=bool(config.get("load_in_mem", False)))

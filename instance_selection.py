@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+import cli
+import config as config_flags
 import distributed
 import io_utils
 from density_estimators import check_measure, score_embeddings
@@ -356,7 +358,6 @@ def default_cache_dir(config: dict[str, Any]) -> Path:
 
 def select_from_config(dataset: Dataset, config: dict[str, Any]) -> np.ndarray:
     """Sorted kept indices for the training loader, from the config's selection flags (cached)."""
-    import utils
     rr = check_retention_ratio(config["retention_ratio"])
     if rr == 100.0:
         return np.arange(len(dataset), dtype=np.int64)
@@ -371,7 +372,7 @@ def select_from_config(dataset: Dataset, config: dict[str, Any]) -> np.ndarray:
                            k=config.get("nn_k", 5), seed=config.get("selection_seed", 0),
                            batch_size=config.get("selection_batch_size", 128),
                            num_workers=config.get("num_workers", 4),
-                           device=utils.resolve_device(config.get("device", "auto")))
+                           device=cli.resolve_device(config.get("device", "auto")))
     return result["indices"]
 
 
@@ -477,9 +478,8 @@ def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: select instances of --dataset, cache the indices, write the report."""
-    import loaders
-    import utils
-    parser = utils.prepare_parser()
+    import datasets
+    parser = config_flags.prepare_parser()
     parser.description = "Instance selection: score, select and report (writes indices + report)."
     g = parser.add_argument_group("selection report")
     g.add_argument("--max_images", type=int, default=0, help="Use only the first N images (0 = all)")
@@ -490,13 +490,13 @@ def main(argv: list[str] | None = None) -> None:
     config = vars(parser.parse_args(argv))
     rr = check_retention_ratio(config["retention_ratio"])
     if config["max_images"] < 0:
-        raise utils.UserError(f"--max_images must be >= 0, got {config['max_images']}")
-    device = utils.resolve_device(config["device"])
+        raise cli.UserError(f"--max_images must be >= 0, got {config['max_images']}")
+    device = cli.resolve_device(config["device"])
     distributed.init_distributed(device)
-    dataset = loaders.get_dataset_from_config(config, augment=False)
+    dataset = datasets.get_dataset_from_config(config, augment=False)
     full_n = len(dataset)
     if 0 < config["max_images"] < full_n:
-        dataset = loaders.SelectedSubset(dataset, np.arange(config["max_images"]))
+        dataset = datasets.SelectedSubset(dataset, np.arange(config["max_images"]))
     cache_dir = default_cache_dir(config)
     name = selection_filename(config["density_measure"], config["embedding"], config["embedding_res"], rr,
                               config["nn_k"], config["selection_seed"],
@@ -517,5 +517,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import utils
-    utils.run_cli(main)
+    cli.run_cli(main)

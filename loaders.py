@@ -15,10 +15,11 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Sampler
 
 import datasets
 import distributed
+from datasets import SelectedSubset, get_dataset_from_config  # noqa: F401 (re-exported)
 
 
 class ResumableSampler(Sampler[int]):
@@ -84,27 +85,6 @@ class ResumableSampler(Sampler[int]):
             yield from self.shard(e)[position:].tolist()
             position = 0
         self.epoch, self.position = epoch + count, 0
-
-
-class SelectedSubset(Subset):
-    """A `Subset` that keeps the dataset API (`labels`, `n_classes`, `resolution`, `fingerprint`)."""
-
-    def __init__(self, dataset: datasets.ImageDataset, indices: np.ndarray):
-        super().__init__(dataset, indices)
-        self.labels = dataset.labels[indices]
-        self.n_classes, self.resolution = dataset.n_classes, dataset.resolution
-
-    def fingerprint(self) -> str:
-        """The parent's fingerprint combined with the kept indices."""
-        return datasets.digest(self.dataset.fingerprint(), np.asarray(self.indices, np.int64).tobytes())
-
-
-def get_dataset_from_config(config: dict, augment: bool | None = None) -> datasets.ImageDataset:
-    """`datasets.get_dataset` with --dataset, --data_root, --resolution, --augment, --load_in_mem."""
-    return datasets.get_dataset(config["dataset"], config.get("data_root", "data"),
-                                resolution=config.get("resolution") or None,
-                                augment=bool(config.get("augment", False) if augment is None else augment),
-                                load_in_mem=bool(config.get("load_in_mem", False)))
 
 
 def planned_epochs(config: dict, batches_per_epoch: int) -> int:

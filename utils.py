@@ -1,5 +1,5 @@
 """Entry-point helpers shared by every script: the parser (from config.py), errors that
-exit cleanly, seeding, devices, folders, and the data loaders (from loaders.py).
+exit cleanly and devices (from cli.py), seeding, folders, and the data loaders (from loaders.py).
 
 BigGAN-PyTorch kept all of this in one 1,200-line utils.py; here each topic has its own
 module and this file keeps BigGAN-PyTorch's names importable.
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import random
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
 
+from cli import UserError, fail, resolve_device, run_cli
 from config import (add_sample_parser, attn_resolutions, check_stored_types, config_to_json,
                     explicit_flags, focus_parser, name_from_config, prepare_parser, resume_config,
                     validate_config)
@@ -24,45 +24,11 @@ __all__ = ["UserError", "fail", "prepare_parser", "add_sample_parser", "name_fro
            "seed_rng", "resolve_device", "prepare_root", "experiment_name", "get_data_loaders", "run_cli"]
 
 
-class UserError(Exception):
-    """A problem with the user's input (flag, file, data): printed as one line, exit code 2."""
-
-
-def fail(message: str) -> NoReturn:
-    """Print `error: message` to stderr and exit with status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
-def run_cli(main, argv: list[str] | None = None) -> None:
-    """Run `main(argv)`, turning UserError/ValueError/OSError into a one-line exit 2.
-
-    Bugs (any other exception) keep their traceback.
-    """
-    try:
-        main(argv)
-    except (UserError, ValueError, OSError) as err:  # OSError: full disk, unwritable folder, ...
-        fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
-    except KeyboardInterrupt:
-        fail("interrupted")
-
-
 def seed_rng(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available (this process's LOCAL_RANK device under torchrun), else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda was requested but no CUDA device is visible; use --device cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device(name)
 
 
 OUTPUT_ROOTS = ("weights_root", "logs_root", "samples_root")

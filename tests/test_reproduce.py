@@ -212,3 +212,28 @@ def test_a_damaged_grid_record_is_refused_naming_it(tmp_path, content, problem):
     grid.record_path(run).write_text(content)
     with pytest.raises(ValueError, match=rf"{run.name}\.json {problem}.*delete it"):
         grid.read_record(run)
+
+
+def test_a_new_flag_with_a_default_keeps_every_signature(monkeypatch):
+    """Existing results stay valid when a flag with a default is added to config.py: the
+    signatures hash only values that differ from the defaults (and the grid's own)."""
+    import config
+    argv = ["--num_iters", "5", "--G_ch", "16", "--embedding", "resnet50"]
+    cell = eg.parse_cell("gaussian_50")
+    grid = eg.Grid.__new__(eg.Grid)
+
+    def sigs():
+        cfg = vars(eg.utils.prepare_parser().parse_args(argv))
+        cfg.update(retention_ratio=50.0, density_measure="gaussian")
+        return grid.signatures(cell, cfg)
+    before = sigs()
+    real_add = config._add_mode_flags
+
+    def with_a_new_flag(p):
+        real_add(p)
+        p.add_argument("--brand_new_option", type=float, default=0.25)
+    monkeypatch.setattr(config, "_add_mode_flags", with_a_new_flag)
+    assert "brand_new_option" in vars(eg.utils.prepare_parser().parse_args([]))
+    assert sigs() == before
+    argv.append("--brand_new_option=0.5")  # used with another value: a different experiment
+    assert sigs()[0] != before[0]

@@ -34,6 +34,7 @@ import distributed as dist_utils
 import loaders
 import sync_batchnorm
 import train_fns
+import training_modes
 import utils
 from io_utils import atomic_write_json
 from training_utils import (EMA, MetricsLog, NoiseSampler, TrainLog, build_optimizer, get_SVs,
@@ -104,23 +105,6 @@ def _wrap(G: nn.Module, D: nn.Module, config: dict, device: torch.device) -> tra
     return train_fns.Nets(G, D)
 
 
-def _build_modes(G: nn.Module, D: nn.Module, config: dict, n_train: int) -> train_fns.Modes:
-    """The optional training modes asked for by --diffaug / --insgen / --regan."""
-    modes = train_fns.Modes(diffaug=config["diffaug"])
-    if config["diffaug"]:
-        from diffaug import parse_policy
-        parse_policy(config["diffaug"])  # fail at start-up on a bad policy
-    if config["insgen"]:
-        from insgen import InsGen
-        modes.insgen = InsGen.from_config(D, config, n_train).to(next(D.parameters()).device)
-        modes.insgen_optim = torch.optim.Adam(modes.insgen.trainable_parameters(), lr=D.lr,
-                                              betas=(D.B1, D.B2), eps=D.adam_eps, foreach=True)
-    if config["regan"]:
-        from regan import ReGAN
-        modes.regan = ReGAN.from_config(G, config)
-    return modes
-
-
 def _prepare_metrics(config: dict):
     """inception_utils' metric function, prepared once (fails early if moments are missing)."""
     import inception_utils
@@ -143,17 +127,14 @@ def _gather_rng() -> list[dict]:
 
 
 def log_iteration(train_log: TrainLog, itr: int, metrics: dict, G: nn.Module, D: nn.Module,
-                  modes: train_fns.Modes, config: dict, last: bool = False) -> None:
+                  modes: list[training_modes.TrainingMode], config: dict, last: bool = False) -> None:
     """Losses (and mode stats) every --log_every, at the last iteration and when a step was
     skipped; SVs every --sv_log_interval."""
     if itr % config["log_every"] == 0 or last or metrics["skipped_D_steps"] or metrics["skipped_G_steps"]:
         for name, value in metrics.items():
             train_log.report(name, value)
-        if modes.regan is not None:
-            for name, value in modes.regan.stats().items():
-                train_log.report(f"modes/{name}", value)
-        if modes.insgen is not None:
-            for name, value in {**modes.insgen.stats, **modes.insgen.queue_fill()}.items():
+        for mode in modes:
+            for name, value in mode.stats().items():
                 train_log.report(f"modes/{name}", value)
     if config["sv_log_interval"] > 0 and itr % config["sv_log_interval"] == 0:
         for name, value in {**get_SVs(G, "G"), **get_SVs(D, "D")}.items():
@@ -276,7 +257,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
         *[sum(p.numel() for p in net.parameters()) for net in (G, D)]))
     G_optim, D_optim = build_optimizer(G), build_optimizer(D)
     ema = EMA(G, G_ema, config["ema_decay"], config["ema_start"]) if G_ema is not None else None
-    modes = _build_modes(G, D, config, len(dataset))
+    modes = training_modes.build_modes(G, D, config, len(dataset))
     scalers = (BigGAN.grad_scaler(config, device), BigGAN.grad_scaler(config, device))
 
     saved = {}
@@ -288,7 +269,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
         for optim, lr in ((G_optim, config["G_lr"]), (D_optim, config["D_lr"])):
             for group in optim.param_groups:
                 group["lr"] = lr
-        modes.load(weights_dir, resume_suffix)
+        training_modes.load_modes(modes, weights_dir, resume_suffix)
         for scaler, key in zip(scalers, ("D", "G")):
             if saved.get("scalers", {}).get(key):
                 scaler.load_state_dict(saved["scalers"][key])

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -26,6 +26,7 @@ import datasets
 import distributed as dist_utils
 import losses
 import sampling
+from training_modes import TrainingMode, checkpoint_items, compose_augment
 from training_utils import (EMA, MetricsLog, NoiseSampler, accumulate_standing_stats, ortho,
                             preserved_state, toggle_grad)
 
@@ -66,33 +67,6 @@ class Nets:
         return self.G_ema if self.G_ema is not None and self.use_ema else self.G
 
 
-@dataclasses.dataclass
-class Modes:
-    """Optional data-efficient training modes; the defaults reproduce plain BigGAN."""
-    diffaug: str = ""
-    insgen: Any = None          # insgen.InsGen
-    insgen_optim: torch.optim.Optimizer | None = None
-    regan: Any = None           # regan.ReGAN
-
-    def items(self) -> dict[str, Any]:
-        """Checkpoint items of the active modes."""
-        out = {}
-        if self.insgen is not None:
-            out["InsGen"] = self.insgen.state_dict()
-            out["InsGen_optim"] = self.insgen_optim.state_dict()
-        if self.regan is not None:
-            out["ReGAN"] = self.regan.state_dict()
-        return out
-
-    def load(self, folder: str | Path, suffix: str | None) -> None:
-        """Restore the active modes from a checkpoint set."""
-        if self.insgen is not None:
-            self.insgen.load_state_dict(checkpoints.load_item(folder, "InsGen", suffix))
-            self.insgen_optim.load_state_dict(checkpoints.load_item(folder, "InsGen_optim", suffix))
-        if self.regan is not None:
-            self.regan.load_state_dict(checkpoints.load_item(folder, "ReGAN", suffix))
-
-
 def _no_sync(module: Callable, last: bool):
     """DDP: skip the gradient all-reduce on every accumulation micro-batch but the last."""
     if not last and isinstance(module, nn.parallel.DistributedDataParallel):
@@ -116,26 +90,28 @@ def _fetch(values: list[torch.Tensor]) -> list[float]:
 def GAN_training_function(nets: Nets, G_optim: torch.optim.Optimizer, D_optim: torch.optim.Optimizer,
                           noise: NoiseSampler, ema: EMA | None, state_dict: dict, config: dict,
                           device: torch.device, scalers: tuple | None = None,
-                          modes: Modes | None = None) -> Callable[[torch.Tensor, torch.Tensor], dict]:
+                          modes: list[TrainingMode] | None = None) -> Callable[[torch.Tensor, torch.Tensor], dict]:
     """Return `train(x, y) -> dict of losses` doing one BigGAN iteration on a loader batch.
 
     `x`, `y` hold this process's share of `batch_size * num_D_steps * num_D_accumulations`
     images. A non-finite loss raises NonFiniteLossError before the optimizer step, or with
     --skip_nonfinite drops that step (its gradients) and counts it in the returned dict.
+    Training modes (training_modes.py) act only through their hooks.
     """
     G, D = nets.G, nets.D
-    modes = modes or Modes()
+    modes = list(modes or [])
     bs = config["batch_size"] // dist_utils.world_size()
     n_D_steps, n_D_acc = config["num_D_steps"], config["num_D_accumulations"]
     n_G_acc = config["num_G_accumulations"]
     D_scaler, G_scaler = scalers or (torch.amp.GradScaler("cuda", enabled=False),) * 2
-    ig, regan = modes.insgen, modes.regan
     shared_params = list(G.shared.parameters())
-    if modes.diffaug:
-        from diffaug import DiffAugment
+    augment = compose_augment(modes)
 
-    def augment(images: torch.Tensor) -> torch.Tensor:
-        return DiffAugment(images, modes.diffaug) if modes.diffaug else images
+    def with_extra(loss: torch.Tensor, extras) -> torch.Tensor:
+        for extra in extras:
+            if extra is not None:
+                loss = loss + extra
+        return loss
 
     def run_D(G_z, gy, x, dy):
         if config["split_D"]:
@@ -156,18 +132,16 @@ def GAN_training_function(nets: Nets, G_optim: torch.optim.Optimizer, D_optim: t
             raise ValueError(f"a loader batch of {x.shape[0]} images does not hold num_D_steps x "
                              f"num_D_accumulations micro-batches of {bs}")
         out = {"skipped_D_steps": 0.0, "skipped_G_steps": 0.0}
-        if regan is not None:
-            regan.step(state_dict["itr"])
-            for group in G_optim.param_groups:
-                group["lr"] = G.lr * regan.lr_scale()
+        for m in modes:
+            m.begin_iteration(state_dict["itr"], G_optim)
         counter = 0
         if config["toggle_grads"]:
             toggle_grad(D, True)
             toggle_grad(G, False)
         for _ in range(n_D_steps):
             D_optim.zero_grad(set_to_none=True)
-            if ig is not None:
-                modes.insgen_optim.zero_grad(set_to_none=True)
+            for m in modes:
+                m.before_D_step()
             for acc in range(n_D_acc):
                 z, gy = noise.sample_()
                 with _no_sync(nets.D_train, acc == n_D_acc - 1):
@@ -176,10 +150,8 @@ def GAN_training_function(nets: Nets, G_optim: torch.optim.Optimizer, D_optim: t
                             G_z = G(z[:bs], G.shared(gy[:bs]))
                         D_fake, D_real = run_D(G_z, gy[:bs], x_chunks[counter], y_chunks[counter])
                         D_loss_real, D_loss_fake = losses.discriminator_loss(D_fake, D_real)
-                        D_loss = D_loss_real + D_loss_fake
-                        if ig is not None:
-                            D_loss = D_loss + ig.d_loss(D, ig.make_views(x_chunks[counter]),
-                                                        ig.make_views(G_z.detach()))
+                        D_loss = with_extra(D_loss_real + D_loss_fake,
+                                            (m.extra_D_loss(D, x_chunks[counter], G_z) for m in modes))
                     D_scaler.scale(D_loss / float(n_D_acc)).backward()
                 counter += 1
             real, fake = _fetch([D_loss_real, D_loss_fake])
@@ -191,34 +163,31 @@ def GAN_training_function(nets: Nets, G_optim: torch.optim.Optimizer, D_optim: t
             if config["D_ortho"] > 0.0:
                 D_scaler.unscale_(D_optim)
                 ortho(D, config["D_ortho"])
-            if ig is not None:
-                ig.sync_head_grads()
+            for m in modes:
+                m.after_D_step(D, D_scaler, before_step=True)
             D_scaler.step(D_optim)
-            if ig is not None:
-                D_scaler.step(modes.insgen_optim)
+            for m in modes:
+                m.after_D_step(D, D_scaler, before_step=False)
             D_scaler.update()
-            if ig is not None:
-                ig.update_momentum(D)
 
         if config["toggle_grads"]:
             toggle_grad(D, False)
             toggle_grad(G, True)
-        if ig is not None:
-            ig.heads_requires_grad(False)
+        for m in modes:
+            m.before_G_step()
         G_optim.zero_grad(set_to_none=True)
         for acc in range(n_G_acc):
             z, gy = noise.sample_()
             with _no_sync(nets.G_train, acc == n_G_acc - 1):
                 with BigGAN.autocast_context(config, device):
                     G_z = nets.G_train(z, G.shared(gy))
-                    G_loss = losses.generator_loss(nets.D_frozen(augment(G_z), gy))
-                    if ig is not None:
-                        G_loss = G_loss + ig.g_loss(D, ig.make_views(G_z))
+                    G_loss = with_extra(losses.generator_loss(nets.D_frozen(augment(G_z), gy)),
+                                        (m.extra_G_loss(D, G_z) for m in modes))
                     # Logged divided, as BigGAN-PyTorch does (its D losses are logged undivided).
                     G_loss = G_loss / float(n_G_acc)
                 G_scaler.scale(G_loss).backward()
-        if ig is not None:
-            ig.heads_requires_grad(True)
+        for m in modes:
+            m.after_G_backward()
         (out["G_loss"],) = _fetch([G_loss])
         if nonfinite({"G_loss": out["G_loss"]}):
             G_optim.zero_grad(set_to_none=True)
@@ -228,16 +197,16 @@ def GAN_training_function(nets: Nets, G_optim: torch.optim.Optimizer, D_optim: t
             G_scaler.unscale_(G_optim)
             # The shared class embedding is not a filter bank; BigGAN-PyTorch leaves it out too.
             ortho(G, config["G_ortho"], blacklist=shared_params)
-        if regan is not None:
-            regan.mask_grads()
+        for m in modes:
+            m.before_G_optimizer_step()
         G_scaler.step(G_optim)
         G_scaler.update()
-        if regan is not None:
-            regan.mask_weights()
+        for m in modes:
+            m.after_G_optimizer_step()
         if ema is not None:
             ema.update(state_dict["itr"])
-            if regan is not None:
-                regan.mask_weights(nets.G_ema)
+            for m in modes:
+                m.after_ema_update(nets.G_ema)
         return out
 
     return train
@@ -252,7 +221,7 @@ def sample_generator(config: dict, device: torch.device, *tags: int) -> torch.Ge
 
 
 def save_weights(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict, folder: Path,
-                 suffix: str | None, extra_state: dict, modes: Modes | None = None) -> None:
+                 suffix: str | None, extra_state: dict, modes: list[TrainingMode] | None = None) -> None:
     """Write one checkpoint set (rank 0) with BigGAN-PyTorch's names plus our training state."""
     if not dist_utils.is_main_process():
         return
@@ -260,13 +229,13 @@ def save_weights(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict, f
              "D": nets.D.state_dict(), "D_optim": D_optim.state_dict()}
     if nets.G_ema is not None:
         items["G_ema"] = nets.G_ema.state_dict()
-    items.update((modes or Modes()).items())
+    items.update(checkpoint_items(modes or []))
     checkpoints.save_checkpoint(folder, items, {**state_dict, **extra_state}, config, suffix)
 
 
 def save_and_sample(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict,
                     experiment_name: str, fixed: tuple[torch.Tensor, torch.Tensor],
-                    extra_state: dict, device: torch.device, modes: Modes | None = None) -> None:
+                    extra_state: dict, device: torch.device, modes: list[TrainingMode] | None = None) -> None:
     """Checkpoint (a rotating copy first, then the main set), then sample sheets.
 
     Sheets: `fixed_samples{itr}.jpg` (fixed z/y), per-class sheets and interpolations in
@@ -306,7 +275,7 @@ def save_and_sample(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict
 
 def test(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict, experiment_name: str,
          get_metrics: Callable, test_log: MetricsLog, extra_state: dict, device: torch.device,
-         modes: Modes | None = None) -> dict[str, float]:
+         modes: list[TrainingMode] | None = None) -> dict[str, float]:
     """Compute IS/FID/PRDC of G (or G_ema), keep the best copies, log one line.
 
     The best copy (`*_best{n}.pth`, `num_best_copies` rotating) is written when

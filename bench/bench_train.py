@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import BigGAN  # noqa: E402
 import losses  # noqa: E402
 import train_fns  # noqa: E402
+import training_modes  # noqa: E402
 import utils  # noqa: E402
 from training_utils import EMA, NoiseSampler, build_optimizer, tune_cpu_allocator  # noqa: E402
 
@@ -89,17 +90,9 @@ def build(config: dict, device: torch.device):
 def ours(config: dict, device: torch.device, mode: str = ""):
     G, D = build(config, device)
     G_ema = copy.deepcopy(G)
-    modes = train_fns.Modes()
-    if mode == "diffaug":
-        modes.diffaug = "color,translation,cutout"
-    elif mode == "insgen":
-        from insgen import InsGen
-        modes.insgen = InsGen.from_config(D, config, 50000).to(device)
-        modes.insgen_optim = torch.optim.Adam(modes.insgen.trainable_parameters(), lr=D.lr,
-                                              betas=(D.B1, D.B2), eps=D.adam_eps)
-    elif mode == "regan":
-        from regan import ReGAN
-        modes.regan = ReGAN(G, sparsity=0.3, interval=1000, warmup=0)
+    mode_flags = {"diffaug": {"diffaug": "color,translation,cutout"}, "insgen": {"insgen": True},
+                  "regan": {"regan": True, "regan_sparsity": 0.3, "regan_interval": 1000, "regan_warmup": 0}}
+    modes = training_modes.build_modes(G, D, {**config, **mode_flags.get(mode, {})}, 50000)
     state = {"itr": 0}
     G_optim, D_optim = build_optimizer(G), build_optimizer(D)
     train = train_fns.GAN_training_function(

@@ -552,3 +552,44 @@ def test_tensorboard_gets_losses_metrics_and_sample_sheets(fmnist_folder, tmp_pa
     assert {"losses/G_loss", "losses/D_loss_real", "metrics/FID", "metrics/P", "metrics/IS_mean"} <= scalars
     assert [e.step for e in events.Scalars("metrics/FID")] == [2]
     assert images == {"samples/fixed"} and events.Images("samples/fixed")[0].width > 32
+
+
+def test_a_new_training_mode_is_one_class_and_one_registry_entry(monkeypatch):
+    """A toy mode registered in training_modes.MODES is built from its flag and called at every
+    hook in order; its extra G loss reaches G's loss, and a mode with no hooks changes nothing."""
+    import training_modes
+
+    calls = []
+
+    class Toy(training_modes.TrainingMode):
+        name = "toy"
+
+        @classmethod
+        def from_config(cls, G, D, config, n_train):
+            return cls()
+
+        def __getattribute__(self, attr):
+            if attr in ("begin_iteration", "before_D_step", "after_D_step", "before_G_step", "after_G_backward",
+                        "before_G_optimizer_step", "after_G_optimizer_step", "after_ema_update"):
+                calls.append(attr)
+            return object.__getattribute__(self, attr)
+
+        def extra_G_loss(self, D, G_z):
+            return torch.ones((), device=G_z.device)
+
+    monkeypatch.setitem(training_modes.MODES, "toy", Toy)
+    config = tiny_config(num_D_steps=1, ema=True, ema_start=0, ema_decay=0.9, toy=True)
+    results = {}
+    for name, modes in (("plain", []), ("base", [training_modes.TrainingMode()]),
+                        ("toy", training_modes.build_modes(*build(config)[:2], config, 100))):
+        G, D, G_optim, D_optim = build(config)
+        train = train_fns.GAN_training_function(train_fns.Nets(G, D, G_ema=copy.deepcopy(G)), G_optim, D_optim,
+                                                NoiseSampler(4, G.dim_z, 10, CPU), EMA(G, copy.deepcopy(G), 0.9, 0),
+                                                {"itr": 1}, config, CPU, modes=modes)
+        torch.manual_seed(5)
+        results[name] = (train(torch.rand(4, 3, 32, 32) * 2 - 1, torch.arange(4)), G.state_dict())
+    assert calls == ["begin_iteration", "before_D_step", "after_D_step", "after_D_step", "before_G_step",
+                     "after_G_backward", "before_G_optimizer_step", "after_G_optimizer_step", "after_ema_update"]
+    assert results["base"][0] == results["plain"][0]
+    assert all(torch.equal(a, b) for a, b in zip(results["base"][1].values(), results["plain"][1].values()))
+    assert results["toy"][0]["G_loss"] == pytest.approx(results["plain"][0]["G_loss"] + 1, abs=1e-5)

@@ -156,3 +156,16 @@ def test_out_of_range_values_are_refused_naming_the_flag(flag, value, message):
     values = vars(utils.add_sample_parser(utils.prepare_parser()).parse_args([]))
     with pytest.raises(ValueError, match=message):
         config.validate_config({**values, flag: value})
+
+
+def test_flag_choices_equal_the_registries():
+    """config.py's choices (kept import-light for a fast --help) name exactly the registered entries."""
+    import density_estimators
+    import embeddings
+    import inception_utils
+    import training_modes
+    assert set(config.DENSITY_MEASURES) == set(density_estimators.DENSITY_MEASURES)
+    assert set(config.EMBEDDINGS) == set(embeddings.EMBEDDINGS)
+    assert set(config.FEATURE_NETS) == set(inception_utils.FEATURE_NETS)
+    flags = vars(utils.prepare_parser().parse_args([]))
+    assert all(flag in flags for flag in training_modes.MODES)

@@ -42,3 +42,13 @@ def run_py():
                               cwd=cwd or REPO_ROOT, env=full_env, capture_output=True,
                               text=True, timeout=timeout)
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

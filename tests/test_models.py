@@ -28,13 +28,7 @@ def _reference() -> dict:
     return json.loads(REF.read_text())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(module, resolution=32, ch=4, attn='0', n_classes=3, **kw):

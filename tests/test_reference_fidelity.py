@@ -19,12 +19,7 @@ import BigGANdeep
 import layers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_activation(name: str) -> nn.Module:

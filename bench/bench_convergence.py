@@ -118,7 +118,8 @@ def train_for(flags: list[str], seconds: float, test_every: int, out: Path, name
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
-    if proc.returncode not in (0, -signal.SIGTERM, None):
+    # SIGTERM is train.py's preemption signal: it checkpoints and exits with 128 + SIGTERM.
+    if proc.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM, None):
         raise utils.UserError(f"train.py failed (exit {proc.returncode}); see {out / (name + '.train.log')}")
     return read_tests(metrics_log)
 

@@ -95,8 +95,10 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
     assert "seeds 0, 1 (mean ± sample std over seeds)" in text
     assert "## Did the paper's directions hold?" in text
     verdicts = [line for line in lines if line.startswith("- Gaussian 50 % (") and ": **" in line]
-    assert len(verdicts) == 3 and all(" SE)" in line for line in verdicts)
-    assert [v.split(": ")[1] for v in verdicts] == ["precision up", "density up", "recall down a little or unchanged"]
+    assert len(verdicts) == 5 and all(" SE, " in line for line in verdicts)
+    assert [v.split(": ")[1] for v in verdicts] == ["precision up", "density up",
+                                                    "recall down a little (at most 10 %) or unchanged",
+                                                    "coverage up", "FID better"]
     assert sum(line.startswith("- Uniform 50 %: ") and ": **" in line for line in lines) == 3
     for picture in ("samples.png", "curves/losses.png", "selection/gaussian_50/score_histogram.png"):
         assert f"]({picture})" in text

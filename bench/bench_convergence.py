@@ -45,6 +45,8 @@ RECIPES = {
     "fmnist32_cpu": ("fmnist32_cpu", ""),
     "fmnist32_cpu_dsteps1": ("fmnist32_cpu", "--num_D_steps 1"),
     "fmnist32_cpu_dsteps4": ("fmnist32_cpu", "--num_D_steps 4"),
+    "fmnist32_cpu_dlr2x": ("fmnist32_cpu", "--D_lr 2e-3"),
+    "fmnist32_cpu_ema999": ("fmnist32_cpu", "--ema_decay 0.999"),
 }
 
 
@@ -118,10 +120,14 @@ def train_for(flags: list[str], seconds: float, test_every: int, out: Path, name
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
-    # SIGTERM is train.py's preemption signal: it checkpoints and exits with 128 + SIGTERM.
+    # SIGTERM is train.py's preemption signal: it finishes the iteration (and a test due at it),
+    # checkpoints and exits with 128 + SIGTERM.
     if proc.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM, None):
         raise utils.UserError(f"train.py failed (exit {proc.returncode}); see {out / (name + '.train.log')}")
-    return read_tests(metrics_log)
+    tests = read_tests(metrics_log)
+    for test in tests[seen:]:
+        log(test)
+    return tests
 
 
 def at_budget(tests: list[dict], seconds: float) -> dict:

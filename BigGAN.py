@@ -66,7 +66,7 @@ def absorb_config(extra: dict[str, Any], cls: str, part: str,
     the one given, else the config's `--G_nl`/`--D_nl`, else ReLU.
     """
     import config as flags
-    known = set(vars(flags.add_sample_parser(flags.prepare_parser()).parse_args([])))
+    known = flags.flag_defaults()
     unknown = sorted(k for k in extra if k not in known and k not in _DERIVED_CONFIG_KEYS)
     if unknown:
         raise TypeError(f"{cls}() got unexpected keyword argument(s) {unknown}: neither a "

@@ -244,6 +244,11 @@ def prepare_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_defaults() -> dict[str, Any]:
+    """Every flag of train.py and sample.py with its default value."""
+    return vars(add_sample_parser(prepare_parser()).parse_args([]))
+
+
 def focus_parser(parser: argparse.ArgumentParser, description: str,
                  shown: set[str] | frozenset[str]) -> argparse.ArgumentParser:
     """Give a script built on the training parser its own --help: its description, and only
@@ -353,7 +358,7 @@ def resume_config(config: dict[str, Any], stored: dict[str, Any], explicit: set[
     the experiment (see RESUME_CHANGEABLE), so a resume never mixes settings silently.
     """
     check_stored_types(stored, source)
-    defaults = vars(prepare_parser().parse_args([]))
+    defaults = flag_defaults()
     if explicit is None:
         explicit = {k for k in defaults if k in config and config[k] != defaults[k]}
     differs = [k for k in sorted(explicit) if k in stored and k not in _ALWAYS_NOW

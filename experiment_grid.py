@@ -241,7 +241,7 @@ def signature(config: dict, keys: list[str]) -> str:
     """Short hash of the values of `keys` that differ from the parser's defaults (plus the ones the
     grid sets per cell, always): adding a flag with a default never changes an existing cell's
     signature, so results already computed stay valid."""
-    defaults = vars(utils.add_sample_parser(utils.prepare_parser()).parse_args([]))
+    defaults = utils.flag_defaults()
     kept = {k: config.get(k) for k in sorted(keys)
             if k in GRID_OWNED or k not in defaults or str(config.get(k)) != str(defaults[k])}
     blob = json.dumps(kept, sort_keys=True, default=str)

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset, Subset
 
 import cli
 import config as config_flags
+import datasets
 import distributed
 import io_utils
 from density_estimators import check_measure, score_embeddings
@@ -350,7 +351,6 @@ def select_instances(dataset: Dataset, retention_ratio: float, embedding: str = 
 def default_cache_dir(config: dict[str, Any]) -> Path:
     """--selection_cache_dir, else `instance_selection/` in the dataset's derived folder (beside
     an image folder or HDF5 file, never inside it: datasets.derived_folder)."""
-    import datasets
     if config.get("selection_cache_dir"):
         return Path(config["selection_cache_dir"])
     return datasets.derived_folder(config.get("dataset") or "custom", config.get("data_root")) / "instance_selection"
@@ -419,7 +419,6 @@ def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    import datasets
     report_dir = Path(report_dir)
     names = datasets.class_names(dataset)
     scores, keep, labels = result["scores"], result["indices"], result["labels"]
@@ -478,7 +477,6 @@ def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: select instances of --dataset, cache the indices, write the report."""
-    import datasets
     parser = config_flags.prepare_parser()
     parser.description = "Instance selection: score, select and report (writes indices + report)."
     g = parser.add_argument_group("selection report")

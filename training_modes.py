@@ -14,7 +14,6 @@ mode is one class (one file) plus one entry here:
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -197,7 +196,11 @@ def build_modes(G: nn.Module, D: nn.Module, config: dict, n_train: int) -> list[
 
 def compose_augment(modes: list[TrainingMode]) -> Callable[[torch.Tensor], torch.Tensor]:
     """One function applying every mode's `augment` in order."""
-    return functools.reduce(lambda f, m: (lambda x, f=f, m=m: m.augment(f(x))), modes, lambda x: x)
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        for mode in modes:
+            images = mode.augment(images)
+        return images
+    return augment
 
 
 def checkpoint_items(modes: list[TrainingMode]) -> dict[str, Any]:

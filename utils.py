@@ -15,12 +15,12 @@ import torch
 
 from cli import UserError, fail, resolve_device, run_cli
 from config import (add_sample_parser, attn_resolutions, check_stored_types, config_to_json,
-                    explicit_flags, focus_parser, name_from_config, prepare_parser, resume_config,
-                    validate_config)
+                    explicit_flags, flag_defaults, focus_parser, name_from_config, prepare_parser,
+                    resume_config, validate_config)
 
 __all__ = ["UserError", "fail", "prepare_parser", "add_sample_parser", "name_from_config",
            "validate_config", "attn_resolutions", "config_to_json", "check_stored_types", "explicit_flags",
-           "resume_config", "focus_parser",
+           "resume_config", "focus_parser", "flag_defaults",
            "seed_rng", "resolve_device", "prepare_root", "experiment_name", "get_data_loaders", "run_cli"]
 
 
@@ -75,7 +75,7 @@ def get_data_loaders(config: dict[str, Any] | None = None, **kwargs):
     from loaders import get_data_loaders as _get_data_loaders
     if config is not None:
         return _get_data_loaders(config, **kwargs)
-    defaults = vars(prepare_parser().parse_args([]))
+    defaults = flag_defaults()
     unknown = sorted(k for k in kwargs if k not in defaults and k not in _LOADER_KEYWORDS
                      and k not in ("n_classes", "G_activation", "D_activation"))
     if unknown:

@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.seconds <= 0 or args.test_every < 1 or args.threads < 1:
         raise utils.UserError("--seconds must be > 0, --test_every and --threads >= 1")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     data_root = args.data_root or str(out / "data")
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

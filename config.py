@@ -30,27 +30,47 @@ NORM_STYLES = ("bn", "in", "gn", "nonorm")
 DEFAULT_WORKERS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+# Every flag has one role, declared by the group it is defined in. The lists that other modules
+# need (what a grid cell's signature covers, what sample.py takes from its command line, what a
+# resume may change, ...) are derived from the roles below, so a new flag is classified once.
+ROLES = {
+    "data": "which images (the dataset and where it lives)",
+    "selection": "which instances are kept (the paper's method)",
+    "architecture": "the shapes and layers of G and D",
+    "training": "the optimisation and its losses (modes included)",
+    "schedule": "how long the run is and when it checkpoints and tests",
+    "metrics": "how samples are scored (feature network, sample counts, k)",
+    "sampling": "which G is sampled and how (EMA, eval mode, outputs of sample.py)",
+    "output": "where results go and what the run is called",
+    "logging": "what is printed and logged",
+    "runtime": "how the work is executed (device, workers, memory layout, caches)",
+}
+
+
+def _group(p: argparse.ArgumentParser, title: str, role: str) -> Any:
+    """An argument group whose flags all have `role` (read back by flag_roles)."""
+    assert role in ROLES, role
+    group = p.add_argument_group(title)
+    group.role = role
+    return group
+
+
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
+    g = _group(p, "data", "data")
     g.add_argument("--dataset", type=str, default="I128_hdf5",
                    help="Dataset key (I32..I256[_hdf5], C10, C100, FMNIST32[_hdf5], custom) (default: %(default)s)")
     g.add_argument("--resolution", type=int, default=0,
                    help="Image resolution; 0 = the dataset's own. Required with --dataset custom")
+    g.add_argument("--data_root", type=str, default="data", help="Data folder (default: %(default)s)")
     g.add_argument("--augment", action="store_true", default=False,
                    help="Random crop and horizontal flip of training images")
-    g.add_argument("--num_workers", type=int, default=DEFAULT_WORKERS,
-                   help="DataLoader workers (default: 8, or this machine's cores if fewer: %(default)s)")
-    g.add_argument("--no_pin_memory", action="store_false", dest="pin_memory", default=True,
-                   help="Do not pin DataLoader memory (it is only ever pinned on CUDA)")
     g.add_argument("--shuffle", action="store_true", default=False, help="Shuffle the data each epoch")
-    g.add_argument("--load_in_mem", action="store_true", default=False,
-                   help="Load the whole HDF5 file into RAM")
     g.add_argument("--use_multiepoch_sampler", action="store_true", default=False,
                    help="Draw all epochs' orders up front from the seed (resumes at the same position)")
 
 
 def _add_selection_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("instance selection (DeVries et al., 2020)")
+    g = _group(p, "instance selection (DeVries et al., 2020)", "selection")
     g.add_argument("--embedding", type=str, default="inceptionv3", choices=EMBEDDINGS,
                    help="Embedding network F (default: %(default)s)")
     g.add_argument("--density_measure", type=str, default="gaussian", choices=DENSITY_MEASURES,
@@ -61,15 +81,12 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
                    help="Resize images to this size before embedding; 0 = the network's own input size")
     g.add_argument("--embedding_weights", type=str, default="",
                    help="Explicit weights file for the embedding network (else the torch hub cache)")
-    g.add_argument("--selection_batch_size", type=int, default=128, help="Batch size for embedding")
-    g.add_argument("--selection_cache_dir", type=str, default="",
-                   help="Where embeddings/indices are cached (default: instance_selection/ beside the data: in data_root, or in <data_root>.derived for an image folder or HDF5 file)")
     g.add_argument("--nn_k", type=int, default=5, help="K of the nn_dist (KNN distance) score")
     g.add_argument("--selection_seed", type=int, default=0, help="Seed of the 'uniform' control")
 
 
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
+def _add_architecture_flags(p: argparse.ArgumentParser) -> None:
+    g = _group(p, "model", "architecture")
     g.add_argument("--model", type=str, default="BigGAN", choices=MODELS, help="Model family (default: %(default)s)")
     g.add_argument("--G_param", type=str, default="SN", choices=PARAMS, help="Parameterization of G's layers")
     g.add_argument("--D_param", type=str, default="SN", choices=PARAMS, help="Parameterization of D's layers")
@@ -82,7 +99,6 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--G_shared", action="store_true", default=False, help="Shared class embedding in G")
     g.add_argument("--shared_dim", type=int, default=0, help="Shared embedding size; 0 = dim_z")
     g.add_argument("--dim_z", type=int, default=128, help="Noise dimensionality (default: %(default)s)")
-    g.add_argument("--z_var", type=float, default=1.0, help="Noise variance (default: %(default)s)")
     g.add_argument("--hier", action="store_true", default=False, help="Hierarchical z in G")
     g.add_argument("--cross_replica", action="store_true", default=False,
                    help="Cross-replica (synchronised) BatchNorm in G under DDP")
@@ -95,21 +111,29 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="Resolutions with self-attention in D, '_'-separated; '0' = none (default: %(default)s)")
     g.add_argument("--norm_style", type=str, default="bn", choices=NORM_STYLES,
                    help="Normalisation in G's conditional BN (default: %(default)s)")
+    g.add_argument("--BN_eps", type=float, default=1e-5, help="BatchNorm epsilon")
+    g.add_argument("--SN_eps", type=float, default=1e-8, help="Spectral norm epsilon")
+    g.add_argument("--num_G_SVs", type=int, default=1, help="Singular values tracked per G layer")
+    g.add_argument("--num_D_SVs", type=int, default=1, help="Singular values tracked per D layer")
+    g.add_argument("--num_G_SV_itrs", type=int, default=1, help="Power iterations per G forward")
+    g.add_argument("--num_D_SV_itrs", type=int, default=1, help="Power iterations per D forward")
 
 
-def _add_init_optim_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("initialisation and optimisation")
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    g = _group(p, "initialisation and optimisation", "training")
     g.add_argument("--seed", type=int, default=0, help="Random seed (default: %(default)s)")
     g.add_argument("--G_init", type=str, default="ortho", choices=INITS, help="Init of G's weights")
     g.add_argument("--D_init", type=str, default="ortho", choices=INITS, help="Init of D's weights")
     g.add_argument("--skip_init", action="store_true", default=False,
                    help="Skip weight init (when loading weights anyway)")
+    g.add_argument("--z_var", type=float, default=1.0, help="Noise variance (default: %(default)s)")
     g.add_argument("--G_lr", type=float, default=5e-5, help="G learning rate (default: %(default)s)")
     g.add_argument("--D_lr", type=float, default=2e-4, help="D learning rate (default: %(default)s)")
     g.add_argument("--G_B1", type=float, default=0.0, help="G Adam beta1")
     g.add_argument("--D_B1", type=float, default=0.0, help="D Adam beta1")
     g.add_argument("--G_B2", type=float, default=0.999, help="G Adam beta2")
     g.add_argument("--D_B2", type=float, default=0.999, help="D Adam beta2")
+    g.add_argument("--adam_eps", type=float, default=1e-8, help="Adam epsilon")
     g.add_argument("--batch_size", type=int, default=64, help="Batch size of one D/G micro-step, all processes together (default: %(default)s)")
     g.add_argument("--G_batch_size", type=int, default=0, help="G batch size when sampling; 0 = batch_size")
     g.add_argument("--num_G_accumulations", type=int, default=1, help="Micro-batches per G step")
@@ -117,105 +141,26 @@ def _add_init_optim_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num_D_accumulations", type=int, default=1, help="Micro-batches per D step")
     g.add_argument("--split_D", action="store_true", default=False,
                    help="Run D separately on real and fake instead of on one concatenated batch")
-    g.add_argument("--num_epochs", type=int, default=100, help="Epochs to train (default: %(default)s)")
-    g.add_argument("--num_iters", type=int, default=None, help="Stop after this many iterations")
-    g.add_argument("--parallel", action="store_true", default=False,
-                   help="Use all visible GPUs from one process (prefer torchrun for DDP)")
+    g.add_argument("--G_ortho", type=float, default=0.0, help="Modified ortho reg strength for G")
+    g.add_argument("--D_ortho", type=float, default=0.0, help="Modified ortho reg strength for D")
+    g.add_argument("--toggle_grads", action="store_true", default=True,
+                   help="Turn off D's grads in G steps and vice versa (always on, as in BigGAN-PyTorch)")
+    g.add_argument("--which_train_fn", type=str, default="GAN", choices=("GAN",), help="Training function")
+    g.add_argument("--ema", action="store_true", default=False, help="Keep an EMA copy of G")
+    g.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (default: %(default)s)")
+    g.add_argument("--ema_start", type=int, default=0, help="Iteration at which the EMA starts")
+    g.add_argument("--amp", type=str, default="none", choices=("none", "bf16", "fp16"),
+                   help="Autocast precision on CUDA; fp16 adds a GradScaler (default: fp32)")
     g.add_argument("--G_fp16", action="store_true", default=False, help="Legacy: fp16 G (prefer --amp)")
     g.add_argument("--D_fp16", action="store_true", default=False, help="Legacy: fp16 D (prefer --amp)")
     g.add_argument("--D_mixed_precision", action="store_true", default=False,
                    help="Legacy: fp16 D with fp32 SN (prefer --amp)")
     g.add_argument("--G_mixed_precision", action="store_true", default=False,
                    help="Legacy: fp16 G with fp32 SN (prefer --amp)")
-    g.add_argument("--accumulate_stats", action="store_true", default=False,
-                   help="Use standing statistics for G's BN when sampling/testing")
-    g.add_argument("--num_standing_accumulations", type=int, default=16,
-                   help="Forward passes used to accumulate standing stats (default: %(default)s)")
-    g.add_argument("--G_eval_mode", action="store_true", default=False,
-                   help="Put G in eval mode when sampling/testing")
-    g.add_argument("--adam_eps", type=float, default=1e-8, help="Adam epsilon")
-    g.add_argument("--BN_eps", type=float, default=1e-5, help="BatchNorm epsilon")
-    g.add_argument("--SN_eps", type=float, default=1e-8, help="Spectral norm epsilon")
-    g.add_argument("--num_G_SVs", type=int, default=1, help="Singular values tracked per G layer")
-    g.add_argument("--num_D_SVs", type=int, default=1, help="Singular values tracked per D layer")
-    g.add_argument("--num_G_SV_itrs", type=int, default=1, help="Power iterations per G forward")
-    g.add_argument("--num_D_SV_itrs", type=int, default=1, help="Power iterations per D forward")
-    g.add_argument("--G_ortho", type=float, default=0.0, help="Modified ortho reg strength for G")
-    g.add_argument("--D_ortho", type=float, default=0.0, help="Modified ortho reg strength for D")
-    g.add_argument("--toggle_grads", action="store_true", default=True,
-                   help="Turn off D's grads in G steps and vice versa (always on, as in BigGAN-PyTorch)")
-    g.add_argument("--which_train_fn", type=str, default="GAN", choices=("GAN",), help="Training function")
-
-
-def _add_bookkeeping_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("saving, testing, logging")
-    g.add_argument("--save_every", type=int, default=2000, help="Save every N iterations (default: %(default)s)")
-    g.add_argument("--num_save_copies", type=int, default=2, help="Rotating checkpoint copies")
-    g.add_argument("--num_best_copies", type=int, default=2, help="Best-so-far checkpoint copies")
-    g.add_argument("--which_best", type=str, default="IS", choices=("IS", "FID"),
-                   help="Metric that decides the best copies (default: %(default)s)")
-    g.add_argument("--no_fid", action="store_true", default=False, help="Skip FID when testing")
-    g.add_argument("--no_prdc", action="store_true", default=False,
-                   help="Skip precision/recall/density/coverage when testing")
-    g.add_argument("--test_every", type=int, default=5000, help="Test every N iterations (default: %(default)s)")
-    g.add_argument("--num_inception_images", type=int, default=50000,
-                   help="Samples for IS/FID (default: %(default)s)")
-    g.add_argument("--num_pr_images", type=int, default=10000,
-                   help="Real and fake samples for precision/recall/density/coverage (default: %(default)s)")
-    g.add_argument("--prdc_k", type=int, default=5, help="K of precision/recall/density/coverage")
-    g.add_argument("--feature_net", type=str, default="inception_v3", choices=FEATURE_NETS,
-                   help="Network for IS/FID/PRDC; efficientnet_lite0 is offline but NOT standard FID")
-    g.add_argument("--feature_res", type=int, default=0,
-                   help="Input size of the feature network; 0 = its own (299 for Inception). Lower is "
-                        "faster but non-standard; the moments/manifold files record it")
-    g.add_argument("--inception_weights", type=str, default="",
-                   help="Explicit weights file for the feature network (else the torch hub cache)")
-    g.add_argument("--hashname", action="store_true", default=False,
-                   help="Use a short hash of the config as the experiment name")
-    g.add_argument("--base_root", type=str, default="", help="Prefix for all roots below")
-    g.add_argument("--data_root", type=str, default="data", help="Data folder (default: %(default)s)")
-    g.add_argument("--weights_root", type=str, default="weights", help="Checkpoints (default: %(default)s)")
-    g.add_argument("--logs_root", type=str, default="logs", help="Logs (default: %(default)s)")
-    g.add_argument("--samples_root", type=str, default="samples", help="Sample sheets (default: %(default)s)")
-    g.add_argument("--pbar", type=str, default="mine", choices=("mine", "tqdm", "none"),
-                   help="Progress bar ('mine' and 'tqdm' both use tqdm)")
-    g.add_argument("--name_suffix", type=str, default="", help="Suffix of the experiment name")
-    g.add_argument("--experiment_name", type=str, default="", help="Override the generated experiment name")
-    g.add_argument("--config_from_name", action="store_true", default=False,
-                   help="Accepted for BigGAN-PyTorch compatibility; sample.py always reads the run's config.json")
-    g.add_argument("--ema", action="store_true", default=False, help="Keep an EMA copy of G")
-    g.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (default: %(default)s)")
-    g.add_argument("--use_ema", action="store_true", default=False, help="Sample/test with the EMA copy of G")
-    g.add_argument("--ema_start", type=int, default=0, help="Iteration at which the EMA starts")
-    g.add_argument("--load_weights", type=str, default="",
-                   help="Suffix of the weights to load: '' (latest), copyN, bestN")
-    g.add_argument("--resume", action="store_true", default=False, help="Resume the run of this experiment name")
-    g.add_argument("--logstyle", type=str, default="%3.3e",
-                   help="Accepted for BigGAN-PyTorch compatibility; logs are JSON lines with full floats")
-    g.add_argument("--log_G_spectra", action="store_true", default=False,
-                   help="Accepted for compatibility; G's and D's singular values are always logged (sv.jsonl)")
-    g.add_argument("--log_D_spectra", action="store_true", default=False,
-                   help="Accepted for compatibility; see --log_G_spectra")
-    g.add_argument("--sv_log_interval", type=int, default=10, help="Iterations between SV logs")
-    g.add_argument("--log_every", type=int, default=50, help="Iterations between loss log lines")
-    g.add_argument("--tensorboard", action="store_true", default=False,
-                   help="Also write TensorBoard events (when tensorboard is installed)")
-
-
-def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("runtime")
-    g.add_argument("--device", type=str, default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto = CUDA when present (default: %(default)s)")
-    g.add_argument("--amp", type=str, default="none", choices=("none", "bf16", "fp16"),
-                   help="Autocast precision on CUDA; fp16 adds a GradScaler (default: fp32)")
-    g.add_argument("--channels_last", action="store_true", default=False, help="channels_last memory format")
-    g.add_argument("--compile", action="store_true", default=False, help="torch.compile G and D")
-    g.add_argument("--skip_nonfinite", action="store_true", default=False,
-                   help="Skip a step whose loss is NaN/inf instead of stopping the run")
 
 
 def _add_mode_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data-efficient training modes (off by default)")
+    g = _group(p, "data-efficient training modes (off by default)", "training")
     g.add_argument("--diffaug", type=str, default="",
                    help="DiffAugment policy, e.g. 'color,translation,cutout'; '' = off")
     g.add_argument("--insgen", action="store_true", default=False, help="InsGen instance discrimination in D")
@@ -233,13 +178,110 @@ def _add_mode_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--regan_warmup", type=int, default=0, help="Dense iterations before the first prune")
 
 
+def _add_schedule_flags(p: argparse.ArgumentParser) -> None:
+    g = _group(p, "schedule: length, checkpoints, tests", "schedule")
+    g.add_argument("--num_epochs", type=int, default=100, help="Epochs to train (default: %(default)s)")
+    g.add_argument("--num_iters", type=int, default=None, help="Stop after this many iterations")
+    g.add_argument("--save_every", type=int, default=2000, help="Save every N iterations (default: %(default)s)")
+    g.add_argument("--num_save_copies", type=int, default=2, help="Rotating checkpoint copies")
+    g.add_argument("--num_best_copies", type=int, default=2, help="Best-so-far checkpoint copies")
+    g.add_argument("--which_best", type=str, default="IS", choices=("IS", "FID"),
+                   help="Metric that decides the best copies (default: %(default)s)")
+    g.add_argument("--test_every", type=int, default=5000, help="Test every N iterations (default: %(default)s)")
+
+
+def _add_metrics_flags(p: argparse.ArgumentParser) -> None:
+    g = _group(p, "metrics (IS, FID, precision/recall/density/coverage)", "metrics")
+    g.add_argument("--feature_net", type=str, default="inception_v3", choices=FEATURE_NETS,
+                   help="Network for IS/FID/PRDC; efficientnet_lite0 is offline but NOT standard FID")
+    g.add_argument("--feature_res", type=int, default=0,
+                   help="Input size of the feature network; 0 = its own (299 for Inception). Lower is "
+                        "faster but non-standard; the moments/manifold files record it")
+    g.add_argument("--inception_weights", type=str, default="",
+                   help="Explicit weights file for the feature network (else the torch hub cache)")
+    g.add_argument("--num_inception_images", type=int, default=50000,
+                   help="Samples for IS/FID (default: %(default)s)")
+    g.add_argument("--num_pr_images", type=int, default=10000,
+                   help="Real and fake samples for precision/recall/density/coverage (default: %(default)s)")
+    g.add_argument("--prdc_k", type=int, default=5, help="K of precision/recall/density/coverage")
+    g.add_argument("--no_fid", action="store_true", default=False, help="Skip FID when testing")
+    g.add_argument("--no_prdc", action="store_true", default=False,
+                   help="Skip precision/recall/density/coverage when testing")
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    g = _group(p, "the G that is sampled and tested", "sampling")
+    g.add_argument("--use_ema", action="store_true", default=False, help="Sample/test with the EMA copy of G")
+    g.add_argument("--G_eval_mode", action="store_true", default=False,
+                   help="Put G in eval mode when sampling/testing")
+    g.add_argument("--accumulate_stats", action="store_true", default=False,
+                   help="Use standing statistics for G's BN when sampling/testing")
+    g.add_argument("--num_standing_accumulations", type=int, default=16,
+                   help="Forward passes used to accumulate standing stats (default: %(default)s)")
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    g = _group(p, "output folders and names", "output")
+    g.add_argument("--base_root", type=str, default="", help="Prefix for all roots below")
+    g.add_argument("--weights_root", type=str, default="weights", help="Checkpoints (default: %(default)s)")
+    g.add_argument("--logs_root", type=str, default="logs", help="Logs (default: %(default)s)")
+    g.add_argument("--samples_root", type=str, default="samples", help="Sample sheets (default: %(default)s)")
+    g.add_argument("--experiment_name", type=str, default="", help="Override the generated experiment name")
+    g.add_argument("--name_suffix", type=str, default="", help="Suffix of the experiment name")
+    g.add_argument("--hashname", action="store_true", default=False,
+                   help="Use a short hash of the config as the experiment name")
+    g.add_argument("--config_from_name", action="store_true", default=False,
+                   help="Accepted for BigGAN-PyTorch compatibility; sample.py always reads the run's config.json")
+    g.add_argument("--resume", action="store_true", default=False, help="Resume the run of this experiment name")
+    g.add_argument("--load_weights", type=str, default="",
+                   help="Suffix of the weights to load: '' (latest), copyN, bestN")
+
+
+def _add_logging_flags(p: argparse.ArgumentParser) -> None:
+    g = _group(p, "logging", "logging")
+    g.add_argument("--pbar", type=str, default="mine", choices=("mine", "tqdm", "none"),
+                   help="Progress bar ('mine' and 'tqdm' both use tqdm)")
+    g.add_argument("--log_every", type=int, default=50, help="Iterations between loss log lines")
+    g.add_argument("--sv_log_interval", type=int, default=10, help="Iterations between SV logs")
+    g.add_argument("--tensorboard", action="store_true", default=False,
+                   help="Also write TensorBoard events (when tensorboard is installed)")
+    g.add_argument("--logstyle", type=str, default="%3.3e",
+                   help="Accepted for BigGAN-PyTorch compatibility; logs are JSON lines with full floats")
+    g.add_argument("--log_G_spectra", action="store_true", default=False,
+                   help="Accepted for compatibility; G's and D's singular values are always logged (sv.jsonl)")
+    g.add_argument("--log_D_spectra", action="store_true", default=False,
+                   help="Accepted for compatibility; see --log_G_spectra")
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    g = _group(p, "runtime", "runtime")
+    g.add_argument("--device", type=str, default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto = CUDA when present (default: %(default)s)")
+    g.add_argument("--channels_last", action="store_true", default=False, help="channels_last memory format")
+    g.add_argument("--compile", action="store_true", default=False, help="torch.compile G and D")
+    g.add_argument("--parallel", action="store_true", default=False,
+                   help="Use all visible GPUs from one process (prefer torchrun for DDP)")
+    g.add_argument("--num_workers", type=int, default=DEFAULT_WORKERS,
+                   help="DataLoader workers (default: 8, or this machine's cores if fewer: %(default)s)")
+    g.add_argument("--no_pin_memory", action="store_false", dest="pin_memory", default=True,
+                   help="Do not pin DataLoader memory (it is only ever pinned on CUDA)")
+    g.add_argument("--load_in_mem", action="store_true", default=False,
+                   help="Load the whole HDF5 file into RAM")
+    g.add_argument("--selection_batch_size", type=int, default=128, help="Batch size for embedding")
+    g.add_argument("--selection_cache_dir", type=str, default="",
+                   help="Where embeddings/indices are cached (default: instance_selection/ beside the data: in data_root, or in <data_root>.derived for an image folder or HDF5 file)")
+    g.add_argument("--skip_nonfinite", action="store_true", default=False,
+                   help="Skip a step whose loss is NaN/inf instead of stopping the run")
+
+
 def prepare_parser() -> argparse.ArgumentParser:
     """The training parser: every BigGAN-PyTorch flag plus instance selection and new flags."""
     parser = argparse.ArgumentParser(
         description="Train a BigGAN with instance selection (flags of BigGAN-PyTorch and the paper).",
         allow_abbrev=False)
-    for add in (_add_data_flags, _add_selection_flags, _add_model_flags, _add_init_optim_flags,
-                _add_bookkeeping_flags, _add_runtime_flags, _add_mode_flags):
+    for add in (_add_data_flags, _add_selection_flags, _add_architecture_flags, _add_training_flags,
+                _add_mode_flags, _add_schedule_flags, _add_metrics_flags, _add_sampling_flags,
+                _add_output_flags, _add_logging_flags, _add_runtime_flags):
         add(parser)
     return parser
 
@@ -247,6 +289,21 @@ def prepare_parser() -> argparse.ArgumentParser:
 def flag_defaults() -> dict[str, Any]:
     """Every flag of train.py and sample.py with its default value."""
     return vars(add_sample_parser(prepare_parser()).parse_args([]))
+
+
+def flag_roles() -> dict[str, str]:
+    """The role (a ROLES key) of every flag of train.py and sample.py, by config key."""
+    parser = add_sample_parser(prepare_parser())
+    return {action.dest: group.role for group in parser._action_groups if hasattr(group, "role")
+            for action in group._group_actions}
+
+
+def flags_with(*roles: str) -> frozenset[str]:
+    """Config keys of the flags whose role is one of `roles`."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise KeyError(f"unknown flag roles {sorted(unknown)}; roles are {list(ROLES)}")
+    return frozenset(key for key, role in flag_roles().items() if role in roles)
 
 
 def focus_parser(parser: argparse.ArgumentParser, description: str,
@@ -263,7 +320,7 @@ def focus_parser(parser: argparse.ArgumentParser, description: str,
 
 def add_sample_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add sample.py's flags (BigGAN-PyTorch's names) to `parser`."""
-    g = parser.add_argument_group("sampling")
+    g = _group(parser, "sampling", "sampling")
     g.add_argument("--seeds", type=str, default="",
                    help="Write one PNG per seed to --outdir, e.g. 0-99 or 1,5,9 (the same seed always "
                         "gives the same image; G runs in eval mode)")
@@ -298,24 +355,16 @@ def attn_resolutions(spec: str) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- resume
-# Flags a resumed run may change: how long, how often, where, how fast and how it is measured.
-# The learning rates too: they are applied to the restored optimizers and recorded. Every other
-# flag defines the experiment (data, selection, architecture, batch, losses, seed) and a
-# resume that changes one is refused. The output roots and the name are always the ones given now.
-RESUME_CHANGEABLE = frozenset({
-    "num_iters", "num_epochs", "save_every", "test_every", "log_every", "sv_log_interval",
-    "num_save_copies", "num_best_copies", "which_best", "num_workers", "pin_memory", "load_in_mem",
-    "device", "pbar", "tensorboard", "logstyle", "log_G_spectra", "log_D_spectra",
-    "base_root", "data_root", "weights_root", "logs_root", "samples_root", "experiment_name",
-    "name_suffix", "hashname", "config_from_name", "resume", "load_weights",
-    "G_lr", "D_lr", "num_inception_images", "num_pr_images", "prdc_k", "feature_net", "feature_res",
-    "inception_weights", "no_fid", "no_prdc", "G_eval_mode", "use_ema", "accumulate_stats",
-    "num_standing_accumulations", "skip_nonfinite", "amp", "G_fp16", "D_fp16", "G_mixed_precision",
-    "D_mixed_precision", "channels_last", "compile", "parallel", "selection_cache_dir",
-    "selection_batch_size", "embedding_weights",
-})
-_ALWAYS_NOW = ("base_root", "weights_root", "logs_root", "samples_root", "experiment_name",
-               "resume", "load_weights")
+# Flags a resumed run may change: how long, how often, where, how fast and how it is measured
+# (every flag of those roles), plus the learning rates (applied to the restored optimizers and
+# recorded), the precision, and two paths that may move with the files. Every other flag defines
+# the experiment (data, selection, architecture, batch, losses, seed) and a resume that changes
+# one is refused. The output flags are always the ones given now.
+def resume_changeable() -> frozenset[str]:
+    """Config keys a resumed run may change (see above)."""
+    return flags_with("schedule", "metrics", "sampling", "output", "logging", "runtime") | {
+        "G_lr", "D_lr", "amp", "G_fp16", "D_fp16", "G_mixed_precision", "D_mixed_precision",
+        "data_root", "embedding_weights"}
 
 
 def check_stored_types(stored: dict[str, Any], source: str) -> None:
@@ -355,15 +404,16 @@ def resume_config(config: dict[str, Any], stored: dict[str, Any], explicit: set[
 
     `explicit` holds the flags typed now (None: those that differ from the parser defaults).
     Returns (config, changed flags). Raises ValueError naming every typed flag that would change
-    the experiment (see RESUME_CHANGEABLE), so a resume never mixes settings silently.
+    the experiment (see resume_changeable), so a resume never mixes settings silently.
     """
     check_stored_types(stored, source)
     defaults = flag_defaults()
     if explicit is None:
         explicit = {k for k in defaults if k in config and config[k] != defaults[k]}
-    differs = [k for k in sorted(explicit) if k in stored and k not in _ALWAYS_NOW
+    always_now, changeable = flags_with("output"), resume_changeable()
+    differs = [k for k in sorted(explicit) if k in stored and k not in always_now
                and str(config[k]) != str(stored[k])]
-    refused = [k for k in differs if k not in RESUME_CHANGEABLE]
+    refused = [k for k in differs if k not in changeable]
     if refused:
         listed = ", ".join(f"--{k} {config[k]} (run: {stored[k]})" for k in refused)
         raise ValueError(f"--resume would change the experiment: {listed} (in {source}); drop "
@@ -371,8 +421,8 @@ def resume_config(config: dict[str, Any], stored: dict[str, Any], explicit: set[
                          f"as it was, or start a new --experiment_name")
     merged = dict(config)
     merged.update({k: v for k, v in stored.items()
-                   if k in defaults and k not in explicit and k not in _ALWAYS_NOW})
-    return merged, [k for k in differs if k in RESUME_CHANGEABLE]
+                   if k in defaults and k not in explicit and k not in always_now})
+    return merged, [k for k in differs if k in changeable]
 
 
 CHECKPOINT_SUFFIX = re.compile(r"^(copy|best)\d+$")

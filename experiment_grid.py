@@ -36,11 +36,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+import config as config_flags
 import utils
 from config import DENSITY_MEASURES, EMBEDDINGS
 from grid_report import METRICS, write_outputs
@@ -80,20 +82,19 @@ PRESETS = {
                    "--num_inception_images 50000 --num_pr_images 10000",
                    {"quickstart": 200000, "table1": 200000, "figure3": 500000}),
 }
+# The flags that make one cell differ from another (the paper's method, set by the grid).
+CELL_KEYS = ("retention_ratio", "density_measure")
 # Flags the grid sets per cell; typing them would make the cells differ in more than selection.
-GRID_OWNED = ("retention_ratio", "density_measure", "experiment_name", "weights_root", "logs_root",
-              "samples_root", "base_root", "resume", "load_weights", "config_from_name", "hashname")
-# How a run is executed, not what it computes: left out of the signatures.
-RUNTIME_KEYS = ("device", "num_workers", "pin_memory", "pbar", "parallel", "tensorboard", "load_in_mem",
-                "channels_last", "compile", "selection_batch_size", "selection_cache_dir", "log_every",
-                "sv_log_interval")
+GRID_OWNED = frozenset(CELL_KEYS) | config_flags.flags_with("output")
 # What only the evaluation depends on: changing them re-scores a cell without retraining it.
-EVAL_KEYS = ("feature_net", "feature_res", "inception_weights", "num_inception_images", "num_pr_images", "prdc_k",
-             "no_fid", "no_prdc", "use_ema", "G_eval_mode", "accumulate_stats", "num_standing_accumulations")
-EVAL_PASS = EVAL_KEYS + ("data_root", "device", "num_workers", "seed", "pbar", "batch_size", "G_batch_size")
-SELECTION_PASS = ("dataset", "data_root", "resolution", "embedding", "embedding_res", "embedding_weights",
-                  "selection_batch_size", "selection_cache_dir", "nn_k", "selection_seed", "device",
-                  "num_workers", "load_in_mem")
+EVAL_KEYS = config_flags.flags_with("metrics", "sampling") & set(vars(utils.prepare_parser().parse_args([])))
+# Left out of the training signature: how a run is executed and where it writes, not what it computes.
+NOT_TRAINING = config_flags.flags_with("runtime", "logging", "output") | EVAL_KEYS
+# What sample.py is given for a cell's evaluation: the evaluation flags, the data, how G's noise
+# is drawn (z_var, batch sizes, seed: sample.py takes them from its command line) and where to run.
+EVAL_PASS = EVAL_KEYS | {"data_root", "z_var", "batch_size", "G_batch_size", "seed", "device", "num_workers", "pbar"}
+# What instance_selection.py is given: the data, the selection flags and the runtime.
+SELECTION_PASS = config_flags.flags_with("data", "selection", "runtime") - set(CELL_KEYS)
 INCEPTION_MIN_RES = 75  # torchvision's Inception-v3 rejects smaller inputs
 _print_lock = threading.Lock()
 
@@ -215,10 +216,10 @@ def _actions() -> dict[str, argparse.Action]:
     return {a.dest: a for a in utils.add_sample_parser(utils.prepare_parser())._actions if a.option_strings}
 
 
-def flags_for(config: dict, keys: tuple[str, ...]) -> list[str]:
+def flags_for(config: dict, keys: Iterable[str]) -> list[str]:
     """Command-line flags that reproduce `config[key]` for each key (store_true/false aware)."""
     actions, out = _actions(), []
-    for key in keys:
+    for key in sorted(keys):
         action, value = actions[key], config[key]
         if isinstance(action, argparse._StoreTrueAction):
             out += [action.option_strings[0]] if value else []
@@ -243,7 +244,7 @@ def signature(config: dict, keys: list[str]) -> str:
     signature, so results already computed stay valid."""
     defaults = utils.flag_defaults()
     kept = {k: config.get(k) for k in sorted(keys)
-            if k in GRID_OWNED or k not in defaults or str(config.get(k)) != str(defaults[k])}
+            if k in CELL_KEYS or k not in defaults or str(config.get(k)) != str(defaults[k])}
     blob = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -331,7 +332,7 @@ class Grid:
         self.out = Path(args.output_dir)
         self.roots = ["--weights_root", str(self.out / "weights"), "--logs_root", str(self.out / "logs"),
                       "--samples_root", str(self.out / "samples")]
-        owned = sorted(typed_keys(train_argv) & set(GRID_OWNED))
+        owned = sorted(typed_keys(train_argv) & GRID_OWNED)
         if owned:
             raise ValueError(f"--{owned[0]} is set per cell by the grid; leave it out (cells: --cells/--ratios, "
                              f"outputs: --output_dir)")
@@ -363,9 +364,9 @@ class Grid:
         return self.parse(self.run_flags(run) + ["--experiment_name", run.name] + self.roots)
 
     def signatures(self, cell: Cell, config: dict) -> tuple[str, str]:
-        skip = set(RUNTIME_KEYS + EVAL_KEYS) | cell.unused_keys()
+        skip = NOT_TRAINING | cell.unused_keys()
         train_keys = [k for k in config if k not in skip]
-        return signature(config, train_keys), signature(config, list(EVAL_KEYS))
+        return signature(config, train_keys), signature(config, sorted(EVAL_KEYS))
 
     def record_path(self, run: Run) -> Path:
         return self.out / "cells" / f"{run.name}.json"

@@ -35,25 +35,16 @@ import utils
 from io_utils import atomic_path, atomic_write_json
 from training_utils import accumulate_standing_stats
 
-# Flags whose command-line value always wins over the stored run config.
-SAMPLE_KEYS = {
-    "seeds", "classes", "truncation", "outdir", "sample_npz", "sample_num_npz", "sample_sheets", "sample_interps", "sample_sheet_folder_num",
-    "sample_random", "sample_trunc_curves", "sample_inception_metrics", "load_weights", "use_ema",
-    "G_eval_mode", "accumulate_stats", "num_standing_accumulations", "z_var", "batch_size",
-    "G_batch_size", "seed", "device", "amp", "channels_last", "compile", "parallel", "num_workers",
-    "base_root", "data_root", "weights_root", "logs_root", "samples_root", "experiment_name",
-    "num_inception_images", "num_pr_images", "prdc_k", "feature_net", "feature_res", "inception_weights",
-    "no_fid", "no_prdc", "pbar", "skip_init", "config_from_name", "hashname", "name_suffix",
-}
+# Flags whose command-line value always wins over the stored run config: how G is sampled and
+# scored, where the results go, how the work runs, and how G's noise is drawn.
+SAMPLE_KEYS = utils.flags_with("sampling", "metrics", "output", "logging", "runtime") | {
+    "z_var", "batch_size", "G_batch_size", "seed", "amp", "skip_init", "data_root"}
 # Sampling flags for which the run's own value beats the parser default when not typed:
 # a run trained with --data_root X --feature_net Y is evaluated with X and Y. Output roots are
 # never taken from the run: a copied or moved run is sampled into the roots given now.
-RUN_DEFAULT_KEYS = ("data_root", "feature_net", "feature_res", "inception_weights",
-                    "num_inception_images", "num_pr_images", "prdc_k", "no_fid", "no_prdc")
-# Flags that define G: given on the command line, they must agree with the stored config.
-ARCH_KEYS = ("model", "dataset", "resolution", "G_ch", "G_depth", "dim_z", "G_attn", "G_shared",
-             "shared_dim", "hier", "G_nl", "G_param", "norm_style", "BN_eps", "SN_eps",
-             "num_G_SVs", "mybn")
+RUN_DEFAULT_KEYS = utils.flags_with("metrics") | {"data_root"}
+# Flags that define G and D: given on the command line, they must agree with the stored config.
+ARCH_KEYS = utils.flags_with("architecture") | {"dataset", "resolution"}
 METRIC_KEYS = ("IS_mean", "IS_std", "FID", "precision", "recall", "density", "coverage")
 
 
@@ -104,7 +95,7 @@ def merge_config(cli: dict, stored: dict, explicit: set[str], source: str) -> di
 
     Raises ValueError when an explicitly given architecture flag differs from the run's.
     """
-    for key in ARCH_KEYS:
+    for key in sorted(ARCH_KEYS):
         if key in explicit and key in stored and not _same(key, cli[key], stored[key]):
             raise ValueError(f"--{key} {cli[key]} differs from the trained model's {stored[key]!r} "
                              f"(in {source}); drop --{key}: the architecture is read from the run")

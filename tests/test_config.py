@@ -169,3 +169,42 @@ def test_flag_choices_equal_the_registries():
     assert set(config.FEATURE_NETS) == set(inception_utils.FEATURE_NETS)
     flags = vars(utils.prepare_parser().parse_args([]))
     assert all(flag in flags for flag in training_modes.MODES)
+
+
+def test_every_flag_has_one_declared_role():
+    """A flag added outside a role group would be missed by every list derived from the roles."""
+    roles = config.flag_roles()
+    assert set(roles) == set(config.flag_defaults())
+    assert set(roles.values()) == set(config.ROLES)
+    with pytest.raises(KeyError, match="unknown flag roles"):
+        config.flags_with("evaluation")
+
+
+def test_a_new_metrics_flag_is_classified_everywhere_by_its_role(monkeypatch):
+    """Adding an evaluation flag to its group is all it takes: sample.py takes it from the command
+    line (else from the run), the grid passes it to the evaluation and re-scores (not retrains)
+    when it changes, and a resume may change it."""
+    import importlib
+
+    import experiment_grid
+    import sample
+    real_add = config._add_metrics_flags
+
+    def with_a_new_flag(p):
+        real_add(p)
+        p._action_groups[-1].add_argument("--kde_bandwidth", type=float, default=0.5)
+    monkeypatch.setattr(config, "_add_metrics_flags", with_a_new_flag)
+    try:
+        importlib.reload(sample)
+        importlib.reload(experiment_grid)
+        assert config.flag_roles()["kde_bandwidth"] == "metrics"
+        assert "kde_bandwidth" in sample.SAMPLE_KEYS and "kde_bandwidth" in sample.RUN_DEFAULT_KEYS
+        assert "kde_bandwidth" in experiment_grid.EVAL_KEYS and "kde_bandwidth" in experiment_grid.EVAL_PASS
+        assert "kde_bandwidth" in experiment_grid.NOT_TRAINING
+        stored = {**vars(utils.prepare_parser().parse_args([])), "kde_bandwidth": 0.5}
+        merged, changed = config.resume_config({**stored, "kde_bandwidth": 0.9}, stored, {"kde_bandwidth"}, "run")
+        assert merged["kde_bandwidth"] == 0.9 and changed == ["kde_bandwidth"]
+    finally:
+        monkeypatch.undo()
+        importlib.reload(sample)
+        importlib.reload(experiment_grid)

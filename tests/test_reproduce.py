@@ -146,6 +146,10 @@ def test_signature_ignores_selection_flags_a_cell_does_not_use():
     c = parse("--embedding", "resnet50", "--num_inception_images", "10")
     assert grid.signatures(gauss, a)[0] == grid.signatures(gauss, c)[0]
     assert grid.signatures(gauss, a)[1] != grid.signatures(gauss, c)[1]
+    # Where the results are written is not what they are: a moved or copied output folder stays valid.
+    moved = parse("--embedding", "resnet50", "--weights_root", "/elsewhere/weights", "--base_root", "/b",
+                  "--logs_root", "/elsewhere/logs", "--experiment_name", "copy", "--log_every", "7")
+    assert grid.signatures(gauss, a) == grid.signatures(gauss, moved)
 
 
 def test_grid_refuses_flags_it_sets_per_cell_and_a_missing_budget(repo_root, run_py, tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -225,25 +226,49 @@ def uniform_scores(n: int, seed: int = 0, pool: int = 0) -> np.ndarray:
     return np.random.default_rng([int(seed), int(pool)]).random(n)
 
 
-# Every scorer called as fn(embeddings, k=..., seed=..., pool=..., device=...).
-DENSITY_MEASURES: dict[str, Callable[..., np.ndarray]] = {
-    "gaussian": lambda x, k, seed, pool, device: gaussian_scores(x, device=device),
-    "ppca": lambda x, k, seed, pool, device: ppca_scores(x, device=device),
-    "nn_dist": lambda x, k, seed, pool, device: knn_scores(x, k=k, device=device),
-    "knn": lambda x, k, seed, pool, device: knn_scores(x, k=k, device=device),
-    "uniform": lambda x, k, seed, pool, device: uniform_scores(len(x), seed=seed, pool=pool),
+@dataclass(frozen=True)
+class DensityMeasure:
+    """One scoring function H. `score(x, pool=, device=, **settings)` returns float64 scores
+    (larger = denser); `settings` maps each of its own settings to the config flag that sets it
+    (they name the selection caches and are recorded in their metadata); `label` is its name in
+    tables (the paper's Table 1); `uses_embedding` is False for a score that ignores the features."""
+    score: Callable[..., np.ndarray]
+    label: str
+    settings: dict[str, str] = field(default_factory=dict)
+    uses_embedding: bool = True
+
+
+_KNN = DensityMeasure(lambda x, pool, device, k: knn_scores(x, k=k, device=device), "KNN Dist", {"k": "nn_k"})
+DENSITY_MEASURES: dict[str, DensityMeasure] = {
+    "gaussian": DensityMeasure(lambda x, pool, device: gaussian_scores(x, device=device), "Gaussian"),
+    "ppca": DensityMeasure(lambda x, pool, device: ppca_scores(x, device=device), "PPCA"),
+    "nn_dist": _KNN,
+    "knn": _KNN,  # the same score under the name of the paper's code
+    "uniform": DensityMeasure(lambda x, pool, device, seed: uniform_scores(len(x), seed=seed, pool=pool),
+                              "Uniform", {"seed": "selection_seed"}, uses_embedding=False),
 }
+# Every config flag some density measure reads.
+SETTING_FLAGS = frozenset(flag for m in DENSITY_MEASURES.values() for flag in m.settings.values())
 
 
-def check_measure(name: str) -> str:
-    """Return `name` if it is a registered density measure, else raise a ValueError listing them."""
+def check_measure(name: str) -> DensityMeasure:
+    """The registered density measure `name`, else a ValueError listing them."""
     if name not in DENSITY_MEASURES:
         raise ValueError(f"unknown density measure {name!r}; choose one of "
                          f"{', '.join(sorted(DENSITY_MEASURES))} (--density_measure)")
-    return name
+    return DENSITY_MEASURES[name]
+
+
+def measure_settings(name: str, k: int = 5, seed: int = 0) -> dict[str, int]:
+    """The settings measure `name` uses, out of the selection's k and seed (the others are ignored)."""
+    values = {"k": int(k), "seed": int(seed)}
+    settings = {arg: values[arg] for arg in check_measure(name).settings}
+    if settings.get("k", 1) < 1:
+        raise ValueError(f"k must be >= 1 for {name} (got {k}); set --nn_k")
+    return settings
 
 
 def score_embeddings(x: np.ndarray | torch.Tensor, measure: str, k: int = 5, seed: int = 0,
                      pool: int = 0, device: torch.device | None = None) -> np.ndarray:
     """Density scores (float64, larger = denser) of the rows of `x` under `measure`."""
-    return DENSITY_MEASURES[check_measure(measure)](x, k=k, seed=seed, pool=pool, device=device)
+    return check_measure(measure).score(x, pool=pool, device=device, **measure_settings(measure, k, seed))

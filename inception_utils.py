@@ -32,6 +32,7 @@ import backbones
 import datasets
 import distributed
 import io_utils
+import metric_specs
 
 # name -> (backbone, whether its FID is the standard one people compare with)
 FEATURE_NETS: dict[str, dict[str, Any]] = {
@@ -430,8 +431,7 @@ def prepare_inception_metrics(config: dict, device: torch.device | str | None = 
         if prints:
             distributed.print0(f"Computing metrics with {label} on {num_images} samples...")
         pool, logits = backbones.extract_sample_features(net, sample_fn, num_images, progress=prints)
-        out = dict.fromkeys(("IS_mean", "IS_std", "FID", "precision", "recall", "density", "coverage"),
-                            float("nan"))
+        out = dict.fromkeys(metric_specs.result_keys(), float("nan"))
         if logits is not None:
             out["IS_mean"], out["IS_std"] = calculate_inception_score(logits, num_splits)
         if moments is not None:

@@ -21,6 +21,7 @@ import json
 import os
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import config as config_flags
 import datasets
 import distributed
 import io_utils
-from density_estimators import check_measure, score_embeddings
+from density_estimators import check_measure, measure_settings, score_embeddings
 
 # Bump when scores or the selection rule change: older caches are then recomputed.
 SELECTION_VERSION = 1
@@ -73,8 +74,7 @@ def compute_scores(embeddings: np.ndarray | None, labels: np.ndarray | None, den
 
     `labels=None` scores everything as one pool. `embeddings` may be None for 'uniform'.
     """
-    check_measure(density_measure)
-    if embeddings is None and density_measure != "uniform":
+    if embeddings is None and check_measure(density_measure).uses_embedding:
         raise ValueError(f"density measure {density_measure!r} needs embeddings")
     n = len(labels) if embeddings is None else len(embeddings)
     labels = np.zeros(n, np.int64) if labels is None else np.asarray(labels)
@@ -217,7 +217,7 @@ def embedding_preprocessing(embedding: str, embedding_res: int) -> dict[str, Any
     from embeddings import EMBEDDINGS
     if embedding not in EMBEDDINGS:
         raise ValueError(f"--embedding {embedding!r} is unknown; choose one of {', '.join(EMBEDDINGS)}")
-    spec = backbones.BACKBONES[EMBEDDINGS[embedding]]
+    spec = backbones.BACKBONES[EMBEDDINGS[embedding].backbone]
     return {"input_res": int(embedding_res) or spec.resolution, "normalization": spec.normalization,
             "resize_method": backbones.RESIZE_METHOD}
 
@@ -250,47 +250,80 @@ def get_embeddings(dataset: Dataset, embedding: str, fingerprint: str, cache_dir
     return emb, False
 
 
-def selection_filename(density_measure: str, embedding: str, embedding_res: int, retention_ratio: float,
-                       k: int, seed: int, prefix: str = "selection") -> str:
-    """The cache file name of one selection (the metadata inside is what is checked)."""
-    what = "uniform" if density_measure == "uniform" else f"{density_measure}_{embedding}_r{int(embedding_res)}"
-    extra = f"_k{k}" if density_measure in ("nn_dist", "knn") else f"_seed{seed}" if density_measure == "uniform" else ""
-    return f"{prefix}_{what}{extra}_rr{retention_ratio:g}.npz"
+@dataclass(frozen=True)
+class Selection:
+    """One instance selection, as the paper defines it: the embedding network F (at `embedding_res`,
+    0 = its own input size, with optional explicit weights), the density measure H with its
+    settings (`k` for nn_dist/knn, `seed` for uniform) and the percent of each class kept.
+    Validated on construction; `from_config` builds it from the training flags."""
+    retention_ratio: float
+    embedding: str = "inceptionv3"
+    density_measure: str = "gaussian"
+    embedding_res: int = 0
+    embedding_weights: str = ""
+    k: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "retention_ratio", check_retention_ratio(self.retention_ratio))
+        measure_settings(self.density_measure, self.k, self.seed)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Selection":
+        """The selection the flags ask for (--retention_ratio, --embedding, --density_measure, ...)."""
+        return cls(config["retention_ratio"], config.get("embedding", "inceptionv3"),
+                   config.get("density_measure", "gaussian"), int(config.get("embedding_res", 0)),
+                   config.get("embedding_weights", ""), int(config.get("nn_k", 5)),
+                   int(config.get("selection_seed", 0)))
+
+    @property
+    def uses_embedding(self) -> bool:
+        return check_measure(self.density_measure).uses_embedding
+
+    @property
+    def settings(self) -> dict[str, int]:
+        """The measure's own settings (k, seed) that it uses."""
+        return measure_settings(self.density_measure, self.k, self.seed)
+
+    def filename(self, prefix: str = "selection") -> str:
+        """The cache file name of this selection (the metadata inside is what is checked)."""
+        what = (f"{self.density_measure}_{self.embedding}_r{int(self.embedding_res)}" if self.uses_embedding
+                else self.density_measure)
+        extra = "".join(f"_{arg}{value}" for arg, value in self.settings.items())
+        return f"{prefix}_{what}{extra}_rr{self.retention_ratio:g}.npz"
+
+    def metadata(self) -> dict[str, Any]:
+        """What a selection cache records about the selection (with the dataset's length and fingerprint)."""
+        uses = self.uses_embedding
+        return {"embedding": self.embedding if uses else None,
+                "embedding_res": int(self.embedding_res) if uses else None,
+                "embedding_weights": _weights_id(self.embedding_weights) if uses else None,
+                **(embedding_preprocessing(self.embedding, self.embedding_res) if uses else {}),
+                "measure": self.density_measure, "retention_ratio": self.retention_ratio,
+                "k": self.settings.get("k"), "seed": self.settings.get("seed")}
 
 
-def run_selection(dataset: Dataset, retention_ratio: float, embedding: str = "inceptionv3",
-                  density_measure: str = "gaussian", indices_filepath: str | os.PathLike | None = None,
-                  cache_dir: str | os.PathLike | None = None, embedding_res: int = 0,
-                  embedding_weights: str = "", k: int = 5, seed: int = 0, batch_size: int = 128,
-                  num_workers: int = 4, device: torch.device | None = None,
-                  progress: bool = True) -> dict[str, Any]:
-    """Select instances of `dataset`, through the caches; returns a dict with 'indices' (sorted),
-
+def run_selection(dataset: Dataset, selection: Selection, indices_filepath: str | os.PathLike | None = None,
+                  cache_dir: str | os.PathLike | None = None, batch_size: int = 128, num_workers: int = 4,
+                  device: torch.device | None = None, progress: bool = True) -> dict[str, Any]:
+    """Apply `selection` to `dataset`, through the caches; returns a dict with 'indices' (sorted),
     'scores' (float64, every item), 'labels' (None when unlabelled), 'meta', 'path' (the
-    selection cache or None), 'cached', 'embeddings_cached' and 'time_s'. Every rank computes the same result;
-    only rank 0 writes.
+    selection cache or None), 'cached', 'embeddings_cached' and 'time_s'.
+
+    The selection is cached at `indices_filepath`, else in `cache_dir` under `selection.filename()`,
+    and the embeddings in `cache_dir` (default: the selection's folder). Every rank computes the
+    same result; only rank 0 writes.
     """
     t0 = time.perf_counter()
-    rr = check_retention_ratio(retention_ratio)
-    check_measure(density_measure)
-    if density_measure in ("nn_dist", "knn") and int(k) < 1:
-        raise ValueError(f"k must be >= 1 for {density_measure} (got {k}); set --nn_k")
     labels = dataset_labels(dataset, progress=progress)
     fingerprint = dataset_fingerprint(dataset, labels)
-    uses_embedding = density_measure != "uniform"
     meta = {"kind": "selection", "version": SELECTION_VERSION, "n": len(dataset), "fingerprint": fingerprint,
-            "embedding": embedding if uses_embedding else None,
-            "embedding_res": int(embedding_res) if uses_embedding else None,
-            "embedding_weights": _weights_id(embedding_weights) if uses_embedding else None,
-            **(embedding_preprocessing(embedding, embedding_res) if uses_embedding else {}),
-            "measure": density_measure, "retention_ratio": rr,
-            "k": int(k) if density_measure in ("nn_dist", "knn") else None,
-            "seed": int(seed) if density_measure == "uniform" else None}
+            **selection.metadata()}
     if indices_filepath is not None:
         path = Path(indices_filepath)
         cache_dir = path.parent if cache_dir is None else cache_dir
     elif cache_dir is not None:
-        path = Path(cache_dir) / selection_filename(density_measure, embedding, embedding_res, rr, k, seed)
+        path = Path(cache_dir) / selection.filename()
     else:
         path = None
     result = {"labels": labels, "meta": meta, "path": path, "cached": False, "embeddings_cached": False,
@@ -304,14 +337,16 @@ def run_selection(dataset: Dataset, retention_ratio: float, embedding: str = "in
         result.update(indices=cached["indices"], scores=cached["scores"], cached=True)
     else:
         emb = None
-        if uses_embedding:
+        if selection.uses_embedding:
             t1 = time.perf_counter()
-            emb, result["embeddings_cached"] = get_embeddings(dataset, embedding, fingerprint, None if cache_dir is None else Path(cache_dir),
-                                    embedding_res, embedding_weights, batch_size, num_workers, device, progress)
+            emb, result["embeddings_cached"] = get_embeddings(
+                dataset, selection.embedding, fingerprint, None if cache_dir is None else Path(cache_dir),
+                selection.embedding_res, selection.embedding_weights, batch_size, num_workers, device, progress)
             result["time_s"]["embedding"] = time.perf_counter() - t1
         t1 = time.perf_counter()
         pools = np.zeros(len(dataset), np.int64) if labels is None else labels  # unlabelled: one pool
-        keep, scores = get_keep_indices(emb, pools, density_measure, rr, k=k, seed=seed, device=device,
+        keep, scores = get_keep_indices(emb, pools, selection.density_measure, selection.retention_ratio,
+                                        k=selection.k, seed=selection.seed, device=device,
                                         return_scores=True, verbose=progress)
         result["time_s"]["scoring"] = time.perf_counter() - t1
         result.update(indices=keep, scores=scores)
@@ -338,13 +373,13 @@ def select_instances(dataset: Dataset, retention_ratio: float, embedding: str = 
     `embedding_res`, `embedding_weights`, `k`, `seed`, `device`, `progress`.
     Images must come out of `dataset` in [-1, 1], as (image, label) or image alone.
     """
-    check_retention_ratio(retention_ratio)
-    if float(retention_ratio) == 100.0:
+    settings = {key: kw.pop(key) for key in ("embedding_res", "embedding_weights", "k", "seed") if key in kw}
+    selection = Selection(retention_ratio, embedding, density_measure, **settings)
+    if selection.retention_ratio == 100.0:
         distributed.print0("retention_ratio = 100: keeping the whole dataset")
         return dataset
     kw.setdefault("device", _default_device())
-    result = run_selection(dataset, retention_ratio, embedding, density_measure, indices_filepath,
-                           batch_size=batch_size, num_workers=num_workers, **kw)
+    result = run_selection(dataset, selection, indices_filepath, batch_size=batch_size, num_workers=num_workers, **kw)
     return Subset(dataset, result["indices"].tolist())
 
 
@@ -358,18 +393,12 @@ def default_cache_dir(config: dict[str, Any]) -> Path:
 
 def select_from_config(dataset: Dataset, config: dict[str, Any]) -> np.ndarray:
     """Sorted kept indices for the training loader, from the config's selection flags (cached)."""
-    rr = check_retention_ratio(config["retention_ratio"])
-    if rr == 100.0:
+    selection = Selection.from_config(config)
+    if selection.retention_ratio == 100.0:
         return np.arange(len(dataset), dtype=np.int64)
     cache_dir = default_cache_dir(config)
-    measure, embedding = config["density_measure"], config["embedding"]
-    name = selection_filename(measure, embedding, config.get("embedding_res", 0), rr,
-                              config.get("nn_k", 5), config.get("selection_seed", 0),
-                              prefix=config.get("dataset") or "selection")
-    result = run_selection(dataset, rr, embedding, measure, indices_filepath=Path(cache_dir) / name,
-                           cache_dir=cache_dir, embedding_res=config.get("embedding_res", 0),
-                           embedding_weights=config.get("embedding_weights", ""),
-                           k=config.get("nn_k", 5), seed=config.get("selection_seed", 0),
+    name = selection.filename(prefix=config.get("dataset") or "selection")
+    result = run_selection(dataset, selection, indices_filepath=cache_dir / name, cache_dir=cache_dir,
                            batch_size=config.get("selection_batch_size", 128),
                            num_workers=config.get("num_workers", 4),
                            device=cli.resolve_device(config.get("device", "auto")))
@@ -486,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--report_images", type=int, default=32, help="Images per panel of each class grid")
     g.add_argument("--report_classes", type=int, default=10, help="Classes with grids/histograms (0 = all)")
     config = vars(parser.parse_args(argv))
-    rr = check_retention_ratio(config["retention_ratio"])
+    selection = Selection.from_config(config)
     if config["max_images"] < 0:
         raise cli.UserError(f"--max_images must be >= 0, got {config['max_images']}")
     device = cli.resolve_device(config["device"])
@@ -496,13 +525,8 @@ def main(argv: list[str] | None = None) -> None:
     if 0 < config["max_images"] < full_n:
         dataset = datasets.SelectedSubset(dataset, np.arange(config["max_images"]))
     cache_dir = default_cache_dir(config)
-    name = selection_filename(config["density_measure"], config["embedding"], config["embedding_res"], rr,
-                              config["nn_k"], config["selection_seed"],
-                              prefix=f"{config['dataset']}_n{len(dataset)}")
-    result = run_selection(dataset, rr, config["embedding"], config["density_measure"],
-                           indices_filepath=cache_dir / name, cache_dir=cache_dir,
-                           embedding_res=config["embedding_res"], embedding_weights=config["embedding_weights"],
-                           k=config["nn_k"], seed=config["selection_seed"],
+    name = selection.filename(prefix=f"{config['dataset']}_n{len(dataset)}")
+    result = run_selection(dataset, selection, indices_filepath=cache_dir / name, cache_dir=cache_dir,
                            batch_size=config["selection_batch_size"], num_workers=config["num_workers"],
                            device=device)
     if distributed.is_main_process():

@@ -30,6 +30,7 @@ import BigGAN
 import checkpoints
 import datasets
 import distributed as dist_utils
+import metric_specs
 import sampling
 import utils
 from io_utils import atomic_path, atomic_write_json
@@ -45,7 +46,6 @@ SAMPLE_KEYS = utils.flags_with("sampling", "metrics", "output", "logging", "runt
 RUN_DEFAULT_KEYS = utils.flags_with("metrics") | {"data_root"}
 # Flags that define G and D: given on the command line, they must agree with the stored config.
 ARCH_KEYS = utils.flags_with("architecture") | {"dataset", "resolution"}
-METRIC_KEYS = ("IS_mean", "IS_std", "FID", "precision", "recall", "density", "coverage")
 
 
 def prepare_parser() -> argparse.ArgumentParser:
@@ -174,7 +174,7 @@ def plot_trunc_curves(entries: list[dict], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    keys = [k for k in METRIC_KEYS if k != "IS_std" and any(e.get(k) is not None for e in entries)]
+    keys = [m.key for m in metric_specs.TRAINING_METRICS if any(e.get(m.key) is not None for e in entries)]
     cols = min(3, max(1, len(keys)))
     rows = -(-max(1, len(keys)) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
@@ -297,7 +297,7 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
                 atomic_write_json(out / f"metrics{tag}.json", record)
             done["metrics"] = record
             dist_utils.print0("Metrics: " + ", ".join(
-                f"{k} {'-' if metrics[k] is None else format(metrics[k], '.4g')}" for k in METRIC_KEYS
+                f"{k} {'-' if metrics[k] is None else format(metrics[k], '.4g')}" for k in metric_specs.result_keys()
                 if k in metrics))
         if trunc_values:
             entries = []

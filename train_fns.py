@@ -25,6 +25,7 @@ import checkpoints
 import datasets
 import distributed as dist_utils
 import losses
+import metric_specs
 import sampling
 from training_modes import TrainingMode, checkpoint_items, compose_augment
 from training_utils import (EMA, MetricsLog, NoiseSampler, accumulate_standing_stats, ortho,
@@ -297,8 +298,7 @@ def test(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict, experimen
             G, noise, functools.partial(BigGAN.autocast_context, config, device))
         metrics = get_metrics(sample_fn, config["num_inception_images"])
     IS_mean, IS_std, FID = (float(metrics.get(k, float("nan"))) for k in ("IS_mean", "IS_std", "FID"))
-    prdc = "".join(f", {k} {float(metrics[k]):.3f}" for k in ("precision", "recall", "density", "coverage")
-                   if k in metrics)
+    prdc = "".join(f", {m.key} {float(metrics[m.key]):.3f}" for m in metric_specs.PRDC if m.key in metrics)
     dist_utils.print0(f"Itr {itr}: Inception Score is {IS_mean:3.3f} +/- {IS_std:3.3f}, FID is {FID:5.4f}{prdc}")
     improved = (config["which_best"] == "IS" and IS_mean > state_dict["best_IS"]) or \
                (config["which_best"] == "FID" and FID < state_dict["best_FID"])
@@ -312,8 +312,8 @@ def test(nets: Nets, G_optim, D_optim, state_dict: dict, config: dict, experimen
                      Path(config["weights_root"]) / experiment_name, f"best{best_num}", extra_state, modes)
     record = {"itr": itr, "train_seconds": round(float(state_dict.get("train_seconds", 0.0)), 2),
               "IS_mean": IS_mean, "IS_std": IS_std, "FID": FID}
-    for key, name in (("precision", "P"), ("recall", "R"), ("density", "D"), ("coverage", "C")):
-        if key in metrics:
-            record[name] = float(metrics[key])
+    for m in metric_specs.PRDC:
+        if m.key in metrics:
+            record[m.log_key] = float(metrics[m.key])
     test_log.log(**record)
     return record

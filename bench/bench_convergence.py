@@ -37,9 +37,11 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 import experiment_grid  # noqa: E402
+import metric_specs  # noqa: E402
 import utils  # noqa: E402
 
-METRIC_KEYS = (("FID", "FID"), ("P", "precision"), ("R", "recall"), ("D", "density"), ("C", "coverage"))
+# (training-log key, metric key) of the curves: FID and precision/recall/density/coverage.
+METRIC_KEYS = tuple((m.log_key, m.key) for m in metric_specs.TRAINING_METRICS if m.family in ("fid", "prdc"))
 # Variants of the presets that the README's recipe table compares (flags appended to the preset).
 RECIPES = {
     "fmnist32_cpu": ("fmnist32_cpu", ""),

@@ -30,10 +30,11 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from io_utils import atomic_path  # noqa: E402
+from metric_specs import TRAINING_METRICS  # noqa: E402
 
-# (title, accepted keys): training writes P/R/D/C, the metrics helpers write full names.
-METRICS = (("IS", ("IS_mean", "IS")), ("FID", ("FID",)), ("precision", ("precision", "P")),
-           ("recall", ("recall", "R")), ("density", ("density", "D")), ("coverage", ("coverage", "C")))
+# (title, accepted keys): training logs write the log keys (P/R/D/C), the metrics helpers the full names.
+METRICS = tuple((m.key if m.family == "prdc" else m.label, tuple(dict.fromkeys((m.key, m.log_key, m.label))))
+                for m in TRAINING_METRICS)
 MAX_OVERLAID_KEYS = 12  # streams with more scalars than this are drawn per experiment
 
 

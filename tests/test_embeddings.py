@@ -27,7 +27,7 @@ def _image(name: str) -> torch.Tensor:
 
 def test_registry_matches_the_flag_choices():
     assert tuple(embeddings.EMBEDDINGS) == config.EMBEDDINGS
-    assert all(v in backbones.BACKBONES for v in embeddings.EMBEDDINGS.values())
+    assert all(v.backbone in backbones.BACKBONES for v in embeddings.EMBEDDINGS.values())
     with pytest.raises(ValueError, match="choose one of inceptionv3"):
         embeddings.load_embedding("vgg16")
 

@@ -17,6 +17,7 @@ import backbones
 import datasets
 import density_estimators as de
 import instance_selection as sel
+import utils
 
 
 def _low_rank(rng, n, d, rank=6, noise=0.2):
@@ -198,16 +199,18 @@ def test_selection_cache_hit_and_invalidation_on_changed_folder(tmp_path):
     root = tmp_path / "imgs"
     _write_folder(root)
     cache = tmp_path / "cache" / "sel.npz"
-    kw = dict(indices_filepath=cache, density_measure="uniform", seed=3, progress=False)
-    first = sel.run_selection(datasets.get_dataset("custom", root, resolution=8), 50, **kw)
+    uniform = sel.Selection(50, density_measure="uniform", seed=3)
+    kw = dict(indices_filepath=cache, progress=False)
+    first = sel.run_selection(datasets.get_dataset("custom", root, resolution=8), uniform, **kw)
     assert not first["cached"] and cache.is_file()
-    again = sel.run_selection(datasets.get_dataset("custom", root, resolution=8), 50, **kw)
+    again = sel.run_selection(datasets.get_dataset("custom", root, resolution=8), uniform, **kw)
     assert again["cached"]
     np.testing.assert_array_equal(again["indices"], first["indices"])
-    assert not sel.run_selection(datasets.get_dataset("custom", root, resolution=8), 50,
-                                 **{**kw, "seed": 4})["cached"]  # other settings: recomputed
+    other_seed = sel.Selection(50, density_measure="uniform", seed=4)
+    assert not sel.run_selection(datasets.get_dataset("custom", root, resolution=8), other_seed,
+                                 **kw)["cached"]  # other settings: recomputed
     Image.new("RGB", (40, 40)).save(root / "b" / "extra.png")  # the folder changed
-    changed = sel.run_selection(datasets.get_dataset("custom", root, resolution=8), 50, **kw)
+    changed = sel.run_selection(datasets.get_dataset("custom", root, resolution=8), uniform, **kw)
     assert not changed["cached"] and changed["meta"]["n"] == 13 and len(changed["indices"]) == 7
     with np.load(cache, allow_pickle=False) as z:
         assert json.loads(str(z["meta"]))["fingerprint"] == changed["meta"]["fingerprint"]
@@ -288,8 +291,8 @@ def test_fmnist_select_from_config_counts_and_embedding_cache(fmnist_root, tmp_p
     assert np.all(np.diff(keep) > 0)
     np.testing.assert_array_equal(sel.select_from_config(data, config), keep)  # selection cache
     for measure, rr in (("ppca", 30), ("nn_dist", 30)):  # new measure/ratio: no re-embedding
-        res = sel.run_selection(data, rr, density_measure=measure, cache_dir=tmp_path, batch_size=250,
-                                num_workers=0, progress=False, **EMBED)
+        selection = sel.Selection(rr, density_measure=measure, **EMBED)
+        res = sel.run_selection(data, selection, cache_dir=tmp_path, batch_size=250, num_workers=0, progress=False)
         assert res["embeddings_cached"] and not res["cached"]
         assert np.bincount(data.labels[res["indices"]], minlength=10).tolist() == \
             [sel.keep_count(n, rr) for n in counts]
@@ -358,3 +361,24 @@ def test_derived_files_never_go_into_the_data(tmp_path):
     sel.main(["--dataset", "custom_hdf5", "--data_root", str(tmp_path / "imgs.hdf5"), *flags])
     assert list((tmp_path / "imgs.hdf5.derived" / "instance_selection").glob("custom_hdf5_n12_*.npz"))
     assert (tmp_path / "imgs.hdf5").read_bytes() == h5_before
+
+
+def test_one_selection_spec_from_the_flags_names_its_caches_and_validates():
+    """train.py, instance_selection.py and the grid build the same Selection from the config; its
+    cache names carry only the settings the measure uses (the names of earlier versions)."""
+    config = vars(utils.prepare_parser().parse_args(
+        ["--retention_ratio", "30", "--density_measure", "nn_dist", "--embedding", "efficientnet_lite0",
+         "--embedding_res", "64", "--nn_k", "7", "--selection_seed", "9"]))
+    selection = sel.Selection.from_config(config)
+    assert selection == sel.Selection(30.0, "efficientnet_lite0", "nn_dist", 64, "", 7, 9)
+    assert selection.filename("FMNIST32") == "FMNIST32_nn_dist_efficientnet_lite0_r64_k7_rr30.npz"
+    assert sel.Selection(50, density_measure="uniform", seed=3).filename() == "selection_uniform_seed3_rr50.npz"
+    assert sel.Selection(50, "resnet50", "gaussian", k=7, seed=9).filename() == \
+        "selection_gaussian_resnet50_r0_rr50.npz"
+    meta = selection.metadata()
+    assert (meta["k"], meta["seed"], meta["input_res"], meta["normalization"]) == (7, None, 64, "efficientnet_lite")
+    for bad, message in ((dict(retention_ratio=0), "retention_ratio"), (dict(retention_ratio=150), "retention_ratio"),
+                         (dict(retention_ratio=50, density_measure="kde"), "unknown density measure"),
+                         (dict(retention_ratio=50, density_measure="knn", k=0), "k must be >= 1")):
+        with pytest.raises(ValueError, match=message):
+            sel.Selection(**bad)

@@ -22,15 +22,15 @@ Outputs in --output_dir (written by grid_report.py): `summary.md` (the table in 
 column order, settings, directions vs the no-selection row), `results.json`, `samples.png`
 (sheets side by side), `curves/`, `summary.png`, `selection/<cell>/` (selection reports) and,
 for --grid figure3, `ratio_sweep.png` (the six metrics against the retention ratio).
+The runs execute here (default) or as Slurm jobs through submitit (`--launcher slurm`, see
+launchers.py): a preempted or failed job is requeued and resumes from its checkpoints.
 """
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import hashlib
 import json
 import os
-import queue
 import re
 import subprocess
 import sys
@@ -39,10 +39,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import config as config_flags
+import launchers
 import density_estimators
 import embeddings
 import metric_specs
@@ -293,13 +295,17 @@ def run_logged(cmd: list[str], log: Path | None, threads: int, env: dict | None 
             handle.write(f"$ {' '.join(cmd)}\n")
             handle.flush()
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT if handle else None, env=full_env)
-        while True:
-            try:
-                code = proc.wait(timeout=30)
-                break
-            except subprocess.TimeoutExpired:
-                if progress:
-                    progress()
+        launchers.track(proc)  # a preempted submitit job passes its signal on (launchers.RunJob)
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=30)
+                    break
+                except subprocess.TimeoutExpired:
+                    if progress:
+                        progress()
+        finally:
+            launchers.untrack(proc)
     finally:
         if handle:
             handle.close()
@@ -340,9 +346,6 @@ class Grid:
         self.runs = [Run(cell, seed, cell.key if len(self.seeds) == 1 else f"{cell.key}_seed{seed}")
                      for cell in self.cells for seed in self.seeds]
         self.threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.jobs)
-        self.slots: queue.Queue = queue.Queue()  # one GPU id (or None) per job
-        for slot in [g.strip() for g in args.gpus.split(",") if g.strip()][:args.jobs] or [None] * args.jobs:
-            self.slots.put(slot)
 
     def parse(self, argv: list[str]) -> dict:
         config = vars(utils.prepare_parser().parse_args(argv))
@@ -410,13 +413,14 @@ class Grid:
                "--report_dir", str(report), "--pbar", "none"]
         run_logged(cmd, self.out / "cells" / f"{cell.key}.selection.log", len(os.sched_getaffinity(0)))
 
-    def run_on_slot(self, run: Run) -> dict:
-        """Train (or resume, or skip) and evaluate one run on a free job slot; returns its record."""
-        slot = self.slots.get()
-        try:
-            return self.train_and_evaluate(run, {} if slot is None else {"CUDA_VISIBLE_DEVICES": slot})
-        finally:
-            self.slots.put(slot)
+    def run_named(self, name: str) -> Run:
+        return next(run for run in self.runs if run.name == name)
+
+    def run_one(self, run: Run, env: dict) -> dict:
+        """Select (once per cell), train (or resume, or skip) and evaluate one run; returns its record.
+        What every launcher calls, here or on a cluster node."""
+        self.select(run.cell)
+        return self.train_and_evaluate(run, env)
 
     def train_and_evaluate(self, run: Run, env: dict) -> dict:
         cell, name = run.cell, run.name
@@ -471,8 +475,9 @@ class Grid:
                 "itr": metrics["itr"], "sheet": str(sheet), "eval_seconds": round(time.time() - start, 1)}
 
     # ------------------------------------------------------------------------- the whole grid
-    def run(self) -> list[dict]:
-        """Prepare/check the data, run every cell (resuming or reading), write the summary."""
+    def run(self, launcher: Any = None) -> list[dict]:
+        """Prepare/check the data, run every cell (resuming or reading) through `launcher` (default:
+        the one --launcher names), write the summary."""
         start = time.time()
         (self.out / "cells").mkdir(parents=True, exist_ok=True)
         if self.args.prepare:
@@ -482,18 +487,13 @@ class Grid:
             raise FileNotFoundError(f"{missing[0]} is missing: prepare the data first with "
                                     f"scripts/utils/prepare_data_<dataset>.sh and FEATURE_NET="
                                     f"{self.config['feature_net']} (or --prepare for FMNIST32_hdf5)")
-        todo = {run.cell for run in self.runs if self.read_record(run).get("status") != "done"}
-        for cell in self.cells:
-            if cell in todo:
-                self.select(cell)
-        records, errors = {}, []
-        with concurrent.futures.ThreadPoolExecutor(self.args.jobs) as pool:
-            futures = {pool.submit(self.run_on_slot, run): run for run in self.runs}
-            for future in concurrent.futures.as_completed(futures):
-                try:
-                    records[futures[future].name] = future.result()
-                except (RuntimeError, ValueError, FileNotFoundError) as err:
-                    errors.append(f"run {futures[future].name}: {err}")
+        if self.args.launcher == "local":  # on a cluster, each cell's first job selects on its node
+            todo = {run.cell for run in self.runs if self.read_record(run).get("status") != "done"}
+            for cell in self.cells:
+                if cell in todo:
+                    self.select(cell)
+        launcher = launcher or launchers.make_launcher(self.args, self.out, say)
+        records, errors = launcher.run_all(self, self.runs)
         if errors:
             raise utils.UserError("; ".join(errors))
         ordered = [aggregate([records[run.name] for run in self.runs if run.cell == cell]) for cell in self.cells]
@@ -520,24 +520,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepare", action="store_true", help="make missing FMNIST32_hdf5 data, moments and manifold")
     p.add_argument("--max_images", type=int, default=0, help="with --prepare: the first N Fashion-MNIST images (0 = all)")
     p.add_argument("--title", default="", help="heading of summary.md")
+    launchers.add_flags(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: see the module docstring."""
+def make_grid(argv: list[str] | None = None) -> Grid:
+    """The grid a command line describes (grid flags, a preset, then train.py flags)."""
     args, train_argv = build_parser().parse_known_args(argv)
     if args.jobs < 1 or args.threads < 0 or args.max_images < 0:
         raise utils.UserError("--jobs must be >= 1, --threads and --max_images >= 0")
+    launchers.check_args(args)
     gpus = [g for g in args.gpus.split(",") if g.strip()]
     if gpus and len(gpus) < args.jobs:
         raise utils.UserError(f"--gpus {args.gpus} names fewer GPUs than --jobs {args.jobs}")
     if args.preset != "none":
         flags, iters = PRESETS[args.preset]
         train_argv = flags.split() + ["--num_iters", str(iters[args.grid])] + train_argv
-    grid = Grid(args, train_argv)
+    return Grid(args, train_argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: see the module docstring."""
+    grid = make_grid(argv)
     grid.run()
     say(f"summary: {grid.out / 'summary.md'}")
 
 
 if __name__ == "__main__":
-    utils.run_cli(main)
+    # The importable module's main, so that submitit jobs pickle experiment_grid.Grid by reference
+    # (a class of __main__ would be pickled by value).
+    import experiment_grid
+    utils.run_cli(experiment_grid.main)

@@ -47,7 +47,7 @@ FRESH_STATE = {"itr": 0, "epoch": 0, "save_num": 0, "save_best_num": 0, "best_IS
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM/SIGUSR1 after checkpointing; exit with `exit_code`."""
+    """Training stopped on SIGTERM/SIGUSR1/SIGUSR2 after checkpointing; exit with `exit_code`."""
 
     def __init__(self, signum: int, itr: int, weights_dir: Path):
         self.exit_code = 128 + signum  # what a shell reports for a process ended by that signal
@@ -56,11 +56,11 @@ class Preempted(Exception):
 
 
 class PreemptionGuard:
-    """SIGTERM and SIGUSR1 (how Slurm and cloud schedulers preempt) only set a flag: the
-    iteration running finishes, the loop stops at the next `requested()`, checkpoints, and
-    the process exits with 128 + the signal number for the scheduler to requeue it."""
+    """SIGTERM, SIGUSR1 and SIGUSR2 (how Slurm, cloud schedulers and submitit preempt) only set a
+    flag: the iteration running finishes, the loop stops at the next `requested()`, checkpoints,
+    and the process exits with 128 + the signal number for the scheduler to requeue it."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.signum: int | None = None

@@ -20,7 +20,7 @@ def test_pyproject_lists_every_module_and_reads_the_requirement_files():
     assert tool["packages"] == ["sync_batchnorm"]
     dynamic = tool["dynamic"]
     files = [dynamic["dependencies"]["file"][0]] + [v["file"][0] for v in dynamic["optional-dependencies"].values()]
-    assert set(dynamic["optional-dependencies"]) == {"tensorboard", "dev"}
+    assert set(dynamic["optional-dependencies"]) == {"tensorboard", "slurm", "dev"}
     assert all((REPO / f).is_file() for f in files)
     assert project["project"]["requires-python"] == ">=3.10"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import copy
+import importlib.util
 import os
 import queue
 import shlex
@@ -109,10 +110,8 @@ def check_args(args: argparse.Namespace) -> None:
     for item in filter(None, args.slurm_extra.split(",")):
         if "=" not in item:
             raise ValueError(f"--slurm_extra: {item!r} is not key=value (e.g. account=myproj)")
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
-        raise ValueError(f"--launcher {args.launcher} needs submitit: pip install submitit") from None
+    if importlib.util.find_spec("submitit") is None:
+        raise ValueError(f"--launcher {args.launcher} needs submitit: pip install submitit")
     if args.launcher == "slurm" and not (shutil.which("sbatch") or shutil.which("srun")):
         raise ValueError("--launcher slurm: no sbatch/srun on this machine; run the grid on a Slurm login "
                          "node, or try the same jobs here with --launcher submitit-local")

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
@@ -37,13 +36,9 @@ import train_fns
 import training_modes
 import utils
 from io_utils import atomic_write_json
+from resume import Resume
 from training_utils import (EMA, MetricsLog, NoiseSampler, TrainLog, build_optimizer, get_SVs,
                             tune_cpu_allocator)
-
-# BigGAN-PyTorch's state_dict, plus the wall-clock seconds spent training (tests and saves
-# excluded), which the metrics log records so convergence can be read against time.
-FRESH_STATE = {"itr": 0, "epoch": 0, "save_num": 0, "save_best_num": 0, "best_IS": 0,
-               "best_FID": 999999, "train_seconds": 0.0}
 
 
 class Preempted(Exception):
@@ -109,11 +104,6 @@ def _prepare_metrics(config: dict):
     """inception_utils' metric function, prepared once (fails early if moments are missing)."""
     import inception_utils
     return inception_utils.prepare_inception_metrics(config)
-
-
-def _rank_seed(seed: int) -> int:
-    """A different noise stream per DDP rank (rank 0 keeps the single-process stream)."""
-    return int(np.random.SeedSequence([seed, dist_utils.rank()]).generate_state(1)[0])
 
 
 def _gather_rng() -> list[dict]:
@@ -213,28 +203,8 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
                           f"(--amp bf16 runs on the CPU)")
     dist_utils.print0(f"Experiment name is {experiment_name}")
 
-    if config["load_weights"] and not config["resume"]:
-        raise utils.UserError("--load_weights picks the checkpoint that --resume continues "
-                              "(copyN, bestN); pass --resume too")
-    state_dict = dict(FRESH_STATE)
-    resume_suffix = None
-    if config["resume"]:
-        resume_suffix = config["load_weights"] or checkpoints.find_resume_suffix(weights_dir)
-        resumed = checkpoints.load_state_dict_file(weights_dir, resume_suffix)
-        state_dict.update({k: v for k, v in resumed.items() if k in FRESH_STATE})
-        if isinstance(resumed.get("config"), dict):
-            source = str(weights_dir / checkpoints.file_name("state_dict", resume_suffix))
-            merged, changed = utils.resume_config(config, resumed["config"], explicit, source)
-            config.update(merged)
-            utils.validate_config(config)
-            if changed:
-                dist_utils.print0("resume: changed " + ", ".join(
-                    f"--{k} {resumed['config'][k]} -> {config[k]}" for k in changed))
-        dist_utils.print0(f"Resuming from {weights_dir} ({checkpoints.file_name('state_dict', resume_suffix)}, "
-                          f"iteration {state_dict['itr']})")
-    elif checkpoints.has_checkpoint(weights_dir):  # a second run would overwrite the first one's
-        raise utils.UserError(f"experiment '{experiment_name}' already has checkpoints in {weights_dir}; "
-                              f"pass --resume to continue it, or choose another --experiment_name")
+    resume = Resume.open(config, weights_dir, experiment_name, explicit)  # counters and the run's config
+    state_dict = resume.counters
 
     # Data first: the number of classes of a custom folder is only known from the data.
     train_loader = utils.get_data_loaders(config, start_itr=state_dict["itr"])[0]
@@ -243,8 +213,6 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
     config["class_names"] = datasets.class_names(dataset)  # sheet labels (sample.py reads them too)
     config["resolution"] = config["resolution"] or int(dataset.resolution)
     batches_per_epoch = train_loader.sampler.per_rank // train_loader.batch_size
-    if config["resume"] and not config["use_multiepoch_sampler"]:
-        state_dict["epoch"] = state_dict["itr"] // batches_per_epoch
 
     utils.seed_rng(config["seed"])
     G, D = BigGAN.build_models(config)
@@ -259,20 +227,6 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
     ema = EMA(G, G_ema, config["ema_decay"], config["ema_start"]) if G_ema is not None else None
     modes = training_modes.build_modes(G, D, config, len(dataset))
     scalers = (BigGAN.grad_scaler(config, device), BigGAN.grad_scaler(config, device))
-
-    saved = {}
-    if config["resume"]:
-        saved = checkpoints.load_weights(weights_dir, resume_suffix, G=G, D=D, G_ema=G_ema,
-                                         G_optim=G_optim, D_optim=D_optim)
-        # The learning rates given now (or the run's) rule, not the ones inside the optimizers'
-        # files, so that config.json and the optimizers agree.
-        for optim, lr in ((G_optim, config["G_lr"]), (D_optim, config["D_lr"])):
-            for group in optim.param_groups:
-                group["lr"] = lr
-        training_modes.load_modes(modes, weights_dir, resume_suffix)
-        for scaler, key in zip(scalers, ("D", "G")):
-            if saved.get("scalers", {}).get(key):
-                scaler.load_state_dict(saved["scalers"][key])
     for net in (G, D, G_ema):
         if net is not None:
             BigGAN.apply_speed_flags(net, config, device)
@@ -284,11 +238,6 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
                          tensorboard=config["tensorboard"])
     test_log = MetricsLog(Path(config["logs_root"]) / f"{experiment_name}_log.jsonl",
                           reinitialize=not config["resume"])
-    if config["resume"]:
-        train_log.truncate(state_dict["itr"])
-        test_log.truncate(state_dict["itr"])
-    if dist_utils.is_main_process():
-        atomic_write_json(Path(config["logs_root"]) / experiment_name / "config.json", config)
     total = config["num_iters"] or batches_per_epoch * config["num_epochs"]
     # Prepared up front so that missing Inception moments fail now, not after the first test_every.
     get_metrics = _prepare_metrics(config) if total >= config["test_every"] else None
@@ -321,29 +270,19 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
         train_fns.save_and_sample(nets, G_optim, D_optim, state_dict, config, experiment_name, fixed,
                                   extra_state(), device, modes)
 
-    # Exact resume: the RNG streams continue where the checkpoint left them.
-    if config["resume"]:
-        if saved.get("data_position", {}) and {k: saved["data_position"].get(k) for k in data_id} != data_id:
-            dist_utils.print0(f"warning: the data changed since the checkpoint ({saved['data_position']} "
-                              f"vs {data_id}); training continues but not on the exact same batches")
-        rng = saved.get("rng", [])
-        if len(rng) == dist_utils.world_size():
-            checkpoints.restore_rng_state(rng[dist_utils.rank()])
-        else:
-            dist_utils.print0("warning: the checkpoint's RNG states are for another number of "
-                              "processes; reseeding")
-            torch.manual_seed(_rank_seed(config["seed"] + state_dict["itr"]))
-    elif dist_utils.rank() > 0:
-        torch.manual_seed(_rank_seed(config["seed"]))
+    # Last before the loop, so the RNG streams continue exactly where the checkpoint left them.
+    resume.restore(G=G, D=D, G_ema=G_ema, G_optim=G_optim, D_optim=D_optim, modes=modes, scalers=scalers,
+                   logs=(train_log, test_log), data_id=data_id, batches_per_epoch=batches_per_epoch,
+                   config=config)
+    if dist_utils.is_main_process():
+        atomic_write_json(Path(config["logs_root"]) / experiment_name / "config.json", config)
 
     pbar = tqdm(total=total, initial=state_dict["itr"], dynamic_ncols=True,
                 disable=not dist_utils.is_main_process() or config["pbar"] == "none")
     dist_utils.print0(f"Beginning training at epoch {state_dict['epoch']} (iteration {state_dict['itr']})...")
     last_saved, start = state_dict["itr"], time.time()
     tick = time.perf_counter()
-    # Resumed from a copy (the main set was cut short by a crash): the final save repairs it.
-    main_set_current = (config["resume"] and checkpoints.is_complete(weights_dir) and
-                        checkpoints.load_state_dict_file(weights_dir)["itr"] == state_dict["itr"])
+    main_set_current = resume.main_set_current
     epochs = range(state_dict["epoch"], state_dict["epoch"] + 1 if config["use_multiepoch_sampler"]
                    else loaders.planned_epochs(config, batches_per_epoch))
     for epoch in epochs:

@@ -207,7 +207,7 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
     state_dict = resume.counters
 
     # Data first: the number of classes of a custom folder is only known from the data.
-    train_loader = utils.get_data_loaders(config, start_itr=state_dict["itr"])[0]
+    train_loader = loaders.get_data_loaders(config, start_itr=state_dict["itr"])[0]
     dataset = train_loader.dataset
     config["n_classes"] = int(dataset.n_classes)
     config["class_names"] = datasets.class_names(dataset)  # sheet labels (sample.py reads them too)

@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 
 import config as config_flags
-import launchers
 import density_estimators
 import embeddings
+import launchers
 import metric_specs
 import utils
 from grid_report import METRICS, write_outputs

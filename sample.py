@@ -52,7 +52,8 @@ def prepare_parser() -> argparse.ArgumentParser:
     """The training parser plus the sampling flags (BigGAN-PyTorch's names); --help shows the
     sampling flags only (the rest is read from the run)."""
     return utils.focus_parser(utils.add_sample_parser(utils.prepare_parser()),
-                              " ".join(__doc__.split("\n\n")[0].split()), SAMPLE_KEYS)
+                              " ".join(__doc__.split("\n\n")[0].split()),
+                              SAMPLE_KEYS - (utils.flags_with("logging") - {"pbar"}))
 
 
 def explicit_flags(argv: list[str] | None) -> set[str]:

@@ -228,14 +228,6 @@ def flags_for(config: dict, keys: Iterable[str]) -> list[str]:
     return out
 
 
-def typed_keys(argv: list[str]) -> set[str]:
-    """Config keys given explicitly in `argv` (parsed again with every default suppressed)."""
-    probe = utils.prepare_parser()
-    for action in probe._actions:  # argparse has no public way to tell typed from default
-        action.default = argparse.SUPPRESS
-    return set(vars(probe.parse_args(argv)))
-
-
 def signature(config: dict, keys: list[str]) -> str:
     """Short hash of the values of `keys` that differ from the parser's defaults (plus the ones the
     grid sets per cell, always): adding a flag with a default never changes an existing cell's
@@ -334,7 +326,7 @@ class Grid:
         self.out = Path(args.output_dir)
         self.roots = ["--weights_root", str(self.out / "weights"), "--logs_root", str(self.out / "logs"),
                       "--samples_root", str(self.out / "samples")]
-        owned = sorted(typed_keys(train_argv) & GRID_OWNED)
+        owned = sorted(utils.explicit_flags(utils.prepare_parser(), train_argv) & GRID_OWNED)
         if owned:
             raise ValueError(f"--{owned[0]} is set per cell by the grid; leave it out (cells: --cells/--ratios, "
                              f"outputs: --output_dir)")

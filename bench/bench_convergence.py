@@ -49,6 +49,7 @@ RECIPES = {
     "fmnist32_cpu_dsteps4": ("fmnist32_cpu", "--num_D_steps 4"),
     "fmnist32_cpu_dlr2x": ("fmnist32_cpu", "--D_lr 2e-3"),
     "fmnist32_cpu_ema999": ("fmnist32_cpu", "--ema_decay 0.999"),
+    "fmnist32_cpu_bs32": ("fmnist32_cpu", "--batch_size 32"),
 }
 
 
@@ -105,7 +106,10 @@ def train_for(flags: list[str], seconds: float, test_every: int, out: Path, name
     cmd = [sys.executable, str(REPO / "train.py"), *flags, "--experiment_name", name, "--base_root", str(out),
            "--num_iters", "100000000", "--test_every", str(test_every), "--save_every", "100000000",
            "--num_best_copies", "0", "--pbar", "none", "--device", "cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+    # Runs go one at a time, so each run's OpenMP threads are pinned one per core: 10-15 % faster
+    # per iteration on 2 cores than letting them migrate (measured, README "Speed").
+    env = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores", **os.environ,
+           "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     with open(out / f"{name}.train.log", "w") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
         seen = 0

@@ -17,6 +17,7 @@ get_metrics) gives the floor every recipe is read against.
 
 Outputs: one JSON line per test and one per recipe at the budget on stdout (bench/run_all.py
 collects them into bench/results.jsonl and bench/RESULTS.md), and a PNG of the curves (--png).
+Runs made at different times are drawn in one figure with --replot FILE [FILE ...] (their stdout).
 """
 from __future__ import annotations
 
@@ -173,6 +174,24 @@ def plot(records: list[dict], floor: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def replot(paths: list[str], png: Path) -> None:
+    """Draw the curves of earlier runs (this script's JSON lines, several files side by side)."""
+    records, floors = [], []
+    for path in paths:
+        if not Path(path).is_file():
+            raise utils.UserError(f"--replot: {path} does not exist; give the stdout files of earlier runs")
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line) if line.startswith("{") else {}
+            if row.get("name") == "convergence_curve":
+                records.append(row)
+            elif row.get("name") == "real_vs_real":
+                floors.append(row)
+    if not records or not floors:
+        raise utils.UserError(f"--replot: {', '.join(paths)} hold no convergence_curve and real_vs_real "
+                              "lines; give the stdout files of earlier runs of this script")
+    plot(records, floors[0], png)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipes", default="fmnist32_cpu", help="comma-separated RECIPES keys or presets")
@@ -186,7 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="results/convergence", help="runs, logs and data (default: %(default)s)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads per run")
     p.add_argument("--png", default=str(BENCH / "convergence.png"), help="the curves (default: %(default)s)")
+    p.add_argument("--replot", nargs="+", default=[], metavar="JSONL",
+                   help="only draw --png from the stdout of earlier runs (one figure for runs made apart)")
     args = p.parse_args(argv)
+    if args.replot:
+        return replot(args.replot, Path(args.png))
     if args.seconds <= 0 or args.test_every < 1 or args.threads < 1:
         raise utils.UserError("--seconds must be > 0, --test_every and --threads >= 1")
     out = Path(args.out)

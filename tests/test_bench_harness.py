@@ -1,4 +1,4 @@
-"""bench/run_all.py: --only re-runs the chosen benchmarks and keeps the others' figures."""
+"""The benchmark harness: run_all.py's --only merge, bench_convergence.py's run environment and --replot."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import run_all  # noqa: E402
@@ -79,3 +81,29 @@ def test_bench_convergence_pins_threads_unless_told_otherwise(monkeypatch):
     monkeypatch.setenv("OMP_PROC_BIND", "false")
     env = bench_convergence.train_env(1)
     assert (env["OMP_PROC_BIND"], env["OMP_PLACES"], env["OMP_NUM_THREADS"]) == ("false", "cores", "1")
+
+
+def test_bench_convergence_replot_draws_runs_made_apart(tmp_path, monkeypatch):
+    """--replot draws the curves of several earlier runs' stdout in one figure, without training,
+    and refuses files that hold no curves."""
+    import bench_convergence
+    floor = {"name": "real_vs_real", "FID": 5.9, "precision": .89, "recall": .92, "density": .95, "coverage": .97}
+
+    def curve(recipe, seed, itr, fid):
+        return {"name": "convergence_curve", "recipe": recipe, "seed": seed, "itr": itr, "train_seconds": itr / 5,
+                "FID": fid, "precision": .5, "recall": itr / 10_000, "density": .4, "coverage": .3}
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("\n".join(json.dumps(r) for r in [floor, curve("a", 0, 300, 90.0), curve("a", 0, 600, 50.0)]))
+    second.write_text("some warning\n" + "\n".join(json.dumps(r) for r in [floor, curve("b", 1, 300, 80.0)]))
+    seen = {}
+    with monkeypatch.context() as patch:
+        patch.setattr(bench_convergence, "plot", lambda records, fl, path: seen.update(records=records, floor=fl, path=path))
+        bench_convergence.main(["--replot", str(first), str(second), "--png", str(tmp_path / "x.png")])
+    assert [(r["recipe"], r["seed"], r["itr"]) for r in seen["records"]] == [("a", 0, 300), ("a", 0, 600), ("b", 1, 300)]
+    assert seen["floor"]["FID"] == 5.9 and seen["path"] == tmp_path / "x.png"
+    bench_convergence.main(["--replot", str(first), str(second), "--png", str(tmp_path / "curves.png")])
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps(floor) + "\n")
+    with pytest.raises(cli.UserError, match="no convergence_curve"):
+        bench_convergence.main(["--replot", str(empty)])

@@ -68,19 +68,15 @@ def test_bench_convergence_tiny_run_on_real_fashion_mnist(tmp_path, fmnist_root,
     assert [t["itr"] for t in tests] == [r["itr"] for r in curve]  # every test reported once
 
 
-def test_bench_convergence_pins_threads_unless_told_otherwise(monkeypatch):
-    """One run at a time: its OpenMP threads are pinned one per core by default, the caller's own
-    OMP_PROC_BIND/OMP_PLACES win, and the thread count is always the one asked for."""
+def test_bench_convergence_run_env_sets_threads_and_keeps_the_callers_settings(monkeypatch):
+    """Each run gets the thread count asked for and the repository on its path; the caller's
+    other OpenMP settings reach train.py unchanged."""
     import bench_convergence
-    monkeypatch.delenv("OMP_PROC_BIND", raising=False)
-    monkeypatch.delenv("OMP_PLACES", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv("OMP_PROC_BIND", "close")
     env = bench_convergence.train_env(2)
-    assert (env["OMP_PROC_BIND"], env["OMP_PLACES"], env["OMP_NUM_THREADS"]) == ("close", "cores", "2")
+    assert (env["OMP_NUM_THREADS"], env["OMP_PROC_BIND"]) == ("2", "close")
     assert env["PYTHONPATH"] == str(bench_convergence.REPO)
-    monkeypatch.setenv("OMP_PROC_BIND", "false")
-    env = bench_convergence.train_env(1)
-    assert (env["OMP_PROC_BIND"], env["OMP_PLACES"], env["OMP_NUM_THREADS"]) == ("false", "cores", "1")
 
 
 def test_bench_convergence_replot_draws_runs_made_apart(tmp_path, monkeypatch):

@@ -89,7 +89,8 @@ def real_vs_real(config: dict, num_images: int) -> dict:
 
 
 def read_tests(path: Path) -> list[dict]:
-    """The test lines of a metrics log written so far (a line being written is skipped)."""
+    """The JSON lines of a file written so far: a metrics log's tests, or this script's stdout (a line
+    being written, or one that is not JSON, is skipped)."""
     out = []
     if path.exists():
         for line in path.read_text().splitlines():
@@ -178,8 +179,7 @@ def replot(paths: list[str], png: Path) -> None:
     for path in paths:
         if not Path(path).is_file():
             raise utils.UserError(f"--replot: {path} does not exist; give the stdout files of earlier runs")
-        for line in Path(path).read_text().splitlines():
-            row = json.loads(line) if line.startswith("{") else {}
+        for row in read_tests(Path(path)):
             if row.get("name") == "convergence_curve":
                 records.append(row)
             elif row.get("name") == "real_vs_real":

@@ -285,57 +285,60 @@ def _train(config: dict, experiment_name: str, weights_dir: Path, started: Calla
     main_set_current = resume.main_set_current
     epochs = range(state_dict["epoch"], state_dict["epoch"] + 1 if config["use_multiepoch_sampler"]
                    else loaders.planned_epochs(config, batches_per_epoch))
-    for epoch in epochs:
-        for x, y in train_loader:
-            if config["num_iters"] and state_dict["itr"] >= config["num_iters"] or preemption.requested(device):
-                break
-            state_dict["itr"] += 1
-            itr = state_dict["itr"]
-            G.train()
-            D.train()
-            if G_ema is not None:
-                G_ema.train()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            try:
-                metrics = train(x, y)
-            except train_fns.NonFiniteLossError as err:
-                raise utils.UserError(
-                    f"{err}; stopped without saving: the last good checkpoint in {weights_dir} "
-                    f"(iteration {last_saved}) is kept. Lower --G_lr/--D_lr, check the data, or pass "
-                    f"--skip_nonfinite to skip such steps") from None
-            except torch.OutOfMemoryError:
-                raise utils.UserError(
-                    f"out of memory at iteration {itr} on {device} with --batch_size "
-                    f"{config['batch_size']}; halve --batch_size and double --num_D_accumulations and "
-                    f"--num_G_accumulations to keep the same effective batch, or try --amp bf16") from None
+    try:
+        for epoch in epochs:
+            for x, y in train_loader:
+                if config["num_iters"] and state_dict["itr"] >= config["num_iters"] or preemption.requested(device):
+                    break
+                state_dict["itr"] += 1
+                itr = state_dict["itr"]
+                G.train()
+                D.train()
+                if G_ema is not None:
+                    G_ema.train()
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                try:
+                    metrics = train(x, y)
+                except train_fns.NonFiniteLossError as err:
+                    raise utils.UserError(
+                        f"{err}; stopped without saving: the last good checkpoint in {weights_dir} "
+                        f"(iteration {last_saved}) is kept. Lower --G_lr/--D_lr, check the data, or pass "
+                        f"--skip_nonfinite to skip such steps") from None
+                except torch.OutOfMemoryError:
+                    raise utils.UserError(
+                        f"out of memory at iteration {itr} on {device} with --batch_size "
+                        f"{config['batch_size']}; halve --batch_size and double --num_D_accumulations and "
+                        f"--num_G_accumulations to keep the same effective batch, or try --amp bf16") from None
 
-            started()  # one iteration trained: from here on a failure keeps the run's folders
-            log_iteration(train_log, itr, metrics, G, D, modes, config, last=itr == total)
-            # The postfix first: update() redraws the bar, which then shows this iteration's losses.
-            pbar.set_postfix({k: f"{v:+.3f}" for k, v in metrics.items() if not k.startswith("skipped")},
-                             refresh=False)
-            pbar.update(1)
-            state_dict["train_seconds"] += time.perf_counter() - tick
+                started()  # one iteration trained: from here on a failure keeps the run's folders
+                log_iteration(train_log, itr, metrics, G, D, modes, config, last=itr == total)
+                # The postfix first: update() redraws the bar, which then shows this iteration's losses.
+                pbar.set_postfix({k: f"{v:+.3f}" for k, v in metrics.items() if not k.startswith("skipped")},
+                                 refresh=False)
+                pbar.update(1)
+                state_dict["train_seconds"] += time.perf_counter() - tick
 
-            if itr % config["test_every"] == 0:
-                to_eval_mode()
-                record = train_fns.test(nets, G_optim, D_optim, state_dict, config, experiment_name,
-                                        get_metrics, test_log, extra_state(), device, modes)
-                train_log.tensorboard_scalars("metrics", record, itr)
-            if itr % config["save_every"] == 0:
-                checkpoint()
-                last_saved, main_set_current = itr, True
-                train_log.tensorboard_image("samples/fixed", Path(config["samples_root"]) / experiment_name
-                                            / f"fixed_samples{itr}.jpg", itr)
-            tick = time.perf_counter()
-        else:
-            state_dict["epoch"] += 1
-            continue
-        break
-    if state_dict["itr"] != last_saved or not main_set_current:
-        checkpoint()
-    pbar.close()
-    train_log.close()
+                if itr % config["test_every"] == 0:
+                    to_eval_mode()
+                    record = train_fns.test(nets, G_optim, D_optim, state_dict, config, experiment_name,
+                                            get_metrics, test_log, extra_state(), device, modes)
+                    train_log.tensorboard_scalars("metrics", record, itr)
+                if itr % config["save_every"] == 0:
+                    checkpoint()
+                    last_saved, main_set_current = itr, True
+                    train_log.tensorboard_image("samples/fixed", Path(config["samples_root"]) / experiment_name
+                                                / f"fixed_samples{itr}.jpg", itr)
+                tick = time.perf_counter()
+            else:
+                state_dict["epoch"] += 1
+                continue
+            break
+        if state_dict["itr"] != last_saved or not main_set_current:
+            checkpoint()
+    finally:
+        pbar.close()
+        train_log.close()
+        nets.release_wrappers()  # DDP wrappers alive at exit can abort the process (see distributed.cleanup)
     if preemption.signum is not None:
         raise Preempted(preemption.signum, state_dict["itr"], weights_dir)
     dist_utils.print0(f"Done: {state_dict['itr']} iterations in {time.time() - start:.1f} s; checkpoints in "

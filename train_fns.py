@@ -62,6 +62,11 @@ class Nets:
         self.D_train = self.D_train or self.D
         self.D_frozen = self.D_frozen or self.D
 
+    def release_wrappers(self) -> None:
+        """Run G and D unwrapped from here on and drop the references to their DDP/DataParallel
+        wrappers, so that distributed.cleanup() can free the wrappers before the process group."""
+        self.G_train, self.D_train, self.D_frozen = self.G, self.D, self.D
+
     @property
     def G_sample(self) -> nn.Module:
         """The G that sheets and metrics use: G_ema when it exists and --use_ema, else G."""

@@ -392,14 +392,16 @@ def test_nan_loss_stops_cleanly_and_keeps_the_checkpoint(fmnist_folder, tmp_path
 
 
 DDP_RUNNER = '''
-import json, sys, torch
+import gc, json, sys, torch
 import distributed, train, utils
 nets = train.run(vars(utils.prepare_parser().parse_args(sys.argv[2:])))
+gc.collect()  # what distributed.cleanup() does first: a wrapper still alive after it can abort the exit
+ddp_alive = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
 flat = torch.cat([p.detach().flatten() for m in (nets.G, nets.D, nets.G_ema) for p in m.parameters()])
 both = distributed.all_gather_cat(flat[None])
 if distributed.is_main_process():
-    json.dump({"world": distributed.world_size(), "max_diff": float((both[0] - both[1]).abs().max())},
-              open(sys.argv[1], "w"))
+    json.dump({"world": distributed.world_size(), "max_diff": float((both[0] - both[1]).abs().max()),
+               "ddp_alive": ddp_alive}, open(sys.argv[1], "w"))
 distributed.cleanup()
 '''
 
@@ -414,7 +416,7 @@ def test_two_process_ddp_keeps_ranks_identical_and_writes_once(fmnist_folder, tm
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(result.read_text())
-    assert out == {"world": 2, "max_diff": 0.0}
+    assert out == {"world": 2, "max_diff": 0.0, "ddp_alive": 0}
     assert [r["itr"] for r in read_jsonl(tmp_path / "logs" / "tiny" / "losses.jsonl")] == [1, 2, 3]
     weights = tmp_path / "weights" / "tiny"
     assert checkpoints.is_complete(weights) and checkpoints.load_state_dict_file(weights)["itr"] == 3

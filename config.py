@@ -182,6 +182,9 @@ def _add_schedule_flags(p: argparse.ArgumentParser) -> None:
     g = _group(p, "schedule: length, checkpoints, tests", "schedule")
     g.add_argument("--num_epochs", type=int, default=100, help="Epochs to train (default: %(default)s)")
     g.add_argument("--num_iters", type=int, default=None, help="Stop after this many iterations")
+    g.add_argument("--lr_decay_iters", type=int, default=0,
+                   help="Decay G's and D's learning rates linearly over the last N of --num_iters "
+                        "iterations (0 = constant, as BigGAN-PyTorch)")
     g.add_argument("--save_every", type=int, default=2000, help="Save every N iterations (default: %(default)s)")
     g.add_argument("--num_save_copies", type=int, default=2, help="Rotating checkpoint copies")
     g.add_argument("--num_best_copies", type=int, default=2, help="Best-so-far checkpoint copies")
@@ -447,7 +450,8 @@ RANGES: dict[str, tuple] = {
                      "regan_interval", "sample_num_npz"), _POSITIVE),
     **dict.fromkeys(("num_workers", "G_batch_size", "shared_dim", "num_save_copies", "num_best_copies",
                      "ema_start", "sv_log_interval", "resolution", "embedding_res", "feature_res",
-                     "insgen_real_queue", "insgen_fake_queue", "regan_warmup", "seed", "selection_seed"),
+                     "insgen_real_queue", "insgen_fake_queue", "regan_warmup", "seed", "selection_seed",
+                     "lr_decay_iters"),
                     _NON_NEGATIVE),
     **dict.fromkeys(("G_lr", "D_lr", "z_var", "adam_eps", "BN_eps", "SN_eps", "insgen_temperature"),
                     (0, None, False, False)),
@@ -494,6 +498,9 @@ def validate_config(config: dict[str, Any]) -> None:
     for key in ("G_attn", "D_attn"):
         if key in config:
             attn_resolutions(config[key])
+    if config.get("lr_decay_iters") and not 0 < config["lr_decay_iters"] <= (config.get("num_iters") or 0):
+        raise ValueError(f"--lr_decay_iters {config['lr_decay_iters']} needs --num_iters of at least as many "
+                         f"iterations (the decay ends at --num_iters)")
 
 
 def _fmt(value: float) -> str:

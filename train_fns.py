@@ -28,8 +28,8 @@ import losses
 import metric_specs
 import sampling
 from training_modes import TrainingMode, checkpoint_items, compose_augment
-from training_utils import (EMA, MetricsLog, NoiseSampler, accumulate_standing_stats, ortho,
-                            preserved_state, toggle_grad)
+from training_utils import (EMA, MetricsLog, NoiseSampler, accumulate_standing_stats, lr_decay_scale,
+                            ortho, preserved_state, toggle_grad)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,6 +138,11 @@ def GAN_training_function(nets: Nets, G_optim: torch.optim.Optimizer, D_optim: t
             raise ValueError(f"a loader batch of {x.shape[0]} images does not hold num_D_steps x "
                              f"num_D_accumulations micro-batches of {bs}")
         out = {"skipped_D_steps": 0.0, "skipped_G_steps": 0.0}
+        # Set every iteration from the models' base rates, so that modes (Re-GAN) scale them on top.
+        scale = lr_decay_scale(state_dict["itr"], config["num_iters"] or 0, config["lr_decay_iters"])
+        for optim, net in ((G_optim, G), (D_optim, D)):
+            for group in optim.param_groups:
+                group["lr"] = net.lr * scale
         for m in modes:
             m.begin_iteration(state_dict["itr"], G_optim)
         counter = 0

@@ -154,7 +154,7 @@ class ReGANMode(TrainingMode):
     name = "regan"
 
     def __init__(self, regan: Any, G: nn.Module):
-        self.regan, self.G_lr = regan, G.lr
+        self.regan = regan
 
     @classmethod
     def from_config(cls, G, D, config, n_train):
@@ -163,8 +163,8 @@ class ReGANMode(TrainingMode):
 
     def begin_iteration(self, itr, G_optim):
         self.regan.step(itr)
-        for group in G_optim.param_groups:
-            group["lr"] = self.G_lr * self.regan.lr_scale()
+        for group in G_optim.param_groups:  # the training step has just set the base rate
+            group["lr"] *= self.regan.lr_scale()
 
     def before_G_optimizer_step(self):
         self.regan.mask_grads()

@@ -129,6 +129,15 @@ def build_optimizer(model: nn.Module, foreach: bool | None = True) -> torch.opti
                             weight_decay=0, eps=model.adam_eps, foreach=foreach)
 
 
+def lr_decay_scale(itr: int, total: int, decay_iters: int) -> float:
+    """Learning-rate factor of iteration `itr` (1-based) of a `total`-iteration run whose last
+    `decay_iters` iterations decay linearly (--lr_decay_iters; 0 = constant, as BigGAN-PyTorch):
+    1 before them, then (total - itr + 1) / decay_iters, i.e. 1 / decay_iters at the last one."""
+    if decay_iters <= 0 or itr <= total - decay_iters:
+        return 1.0
+    return (total - itr + 1) / decay_iters
+
+
 class NoiseSampler:
     """BigGAN-PyTorch's z_/y_ buffers: z ~ N(0, z_var) (z_var used as the std, as there)
     and y uniform over the classes, resampled in place by `sample_()`. Give sampling for

@@ -197,6 +197,8 @@ CASES = [
          (r"--batch_size", r"invalid int value")),
     Case("train-batch-zero", "train", lambda r: train_args(r, "--batch_size", "0"),
          (r"--batch_size must be positive",)),
+    Case("train-lr-decay-without-num-iters", "train", lambda r: train_args(r, "--lr_decay_iters", "100"),
+         (r"--lr_decay_iters 100 needs --num_iters",)),
     Case("train-retention-range", "train", lambda r: train_args(r, "--retention_ratio", "150"),
          (r"--retention_ratio", r"\(0, 100\]")),
     Case("train-custom-no-resolution", "train", lambda r: train_args(r, "--resolution", "0"),

@@ -68,6 +68,23 @@ def test_bench_convergence_tiny_run_on_real_fashion_mnist(tmp_path, fmnist_root,
     assert [t["itr"] for t in tests] == [r["itr"] for r in curve]  # every test reported once
 
 
+def test_bench_convergence_ends_at_a_recipes_own_num_iters(tmp_path, fmnist_root, run_py):
+    """A recipe with --num_iters (here with a learning-rate decay) ends there, however long the budget."""
+    extra = ("--G_ch 8 --D_ch 8 --batch_size 8 --num_D_steps 1 --dim_z 16 --shared_dim 8 --num_iters 6 "
+             "--lr_decay_iters 3 --num_inception_images 24 --num_pr_images 24 --prdc_k 3 --feature_res 32 "
+             "--embedding_res 32")
+    proc = run_py("bench/bench_convergence.py", "--seconds", "100000", "--test_every", "3", "--max_images", "100",
+                  "--out", tmp_path / "conv", "--png", tmp_path / "c.png", "--extra", extra, "--name", "ends",
+                  "--seeds", "0",
+                  env={"FMNIST_ROOT": str(fmnist_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["itr"] for r in rows if r["name"] == "convergence_curve"] == [3, 6]
+    assert rows[-1]["name"] == "convergence_at_budget" and rows[-1]["itr"] == 6
+    config = json.loads((tmp_path / "conv" / "weights" / "fmnist32_cpu_ends_seed0" / "config.json").read_text())
+    assert config["num_iters"] == 6 and config["lr_decay_iters"] == 3
+
+
 def test_bench_convergence_run_env_sets_threads_and_keeps_the_callers_settings(monkeypatch):
     """Each run gets the thread count asked for and the repository on its path; the caller's
     other OpenMP settings reach train.py unchanged."""

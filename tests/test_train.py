@@ -335,6 +335,9 @@ def test_training_modes_resume_bit_identical(fmnist_folder, tmp_path):
         assert all(torch.equal(p, q) if isinstance(p, torch.Tensor) else p == q for p, q in zip(flat_a, flat_b))
     logs = [read_jsonl(d / "logs" / "tiny" / "modes.jsonl") for d in (tmp_path / "a", tmp_path / "b")]
     assert logs[0] == logs[1] and logs[0][2]["regan_sparsity"] == pytest.approx(0.3, abs=0.01)
+    # Iterations 4-5 are a dense (regrowth) phase: G at the base rate / 10, not compounded per iteration.
+    G_optim = torch.load(a / "G_optim.pth", weights_only=True)
+    assert [g["lr"] for g in G_optim["param_groups"]] == [pytest.approx(5e-6, rel=1e-12)]
     assert {"insgen_real", "insgen_fake", "insgen_g"} <= set(logs[0][-1])
 
 
@@ -533,6 +536,29 @@ def test_resume_applies_a_new_learning_rate_to_the_optimizers_and_records_it(fmn
     d_optim = torch.load(weights / "D_optim.pth", weights_only=True)
     assert [g["lr"] for g in d_optim["param_groups"]] == [2e-4]  # not typed: the run's own
     assert nets.G.lr == 1e-5
+
+
+def test_lr_decay_is_a_step_at_the_decayed_rate_and_is_recorded(fmnist_folder, tmp_path):
+    # --lr_decay_iters 2 of 2 iterations: scale 1 at iteration 1 and 1/2 at iteration 2. The same
+    # as one iteration at the base rates and a resumed one at half of them (5e-5/2e-4 -> exact halves).
+    decayed, halved = tmp_path / "decayed", tmp_path / "halved"
+    train_in_process(fmnist_folder, decayed, "--num_iters", "2", "--save_every", "1", "--lr_decay_iters", "2")
+    train_in_process(fmnist_folder, halved, "--num_iters", "1", "--save_every", "1")
+    train_in_process(fmnist_folder, halved, "--num_iters", "2", "--save_every", "1", "--resume",
+                     "--G_lr", "2.5e-5", "--D_lr", "1e-4")
+    assert_same_weights(decayed / "weights" / "tiny", halved / "weights" / "tiny")
+    logs = [read_jsonl(out / "logs" / "tiny" / "losses.jsonl") for out in (decayed, halved)]
+    assert logs[0] == logs[1]
+    weights = decayed / "weights" / "tiny"
+    assert json.loads((weights / "config.json").read_text())["lr_decay_iters"] == 2
+    # Bit-for-bit after a resume in the middle of the decay: 3 + 3 of 6 iterations, the last 4 decaying.
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_in_process(fmnist_folder, straight, "--num_iters", "6", "--save_every", "3", "--lr_decay_iters", "4")
+    train_in_process(fmnist_folder, split, "--num_iters", "3", "--save_every", "3")
+    train_in_process(fmnist_folder, split, "--num_iters", "6", "--save_every", "3", "--resume", "--lr_decay_iters", "4")
+    assert_same_weights(straight / "weights" / "tiny", split / "weights" / "tiny")
+    optim = torch.load(straight / "weights" / "tiny" / "G_optim.pth", weights_only=True)
+    assert [g["lr"] for g in optim["param_groups"]] == [5e-5 / 4]
 
 
 def test_a_run_shorter_than_log_every_still_logs_its_last_iteration(fmnist_folder, tmp_path, capsys):

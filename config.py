@@ -1,19 +1,17 @@
 """The one argparse parser: every BigGAN-PyTorch flag (same names, defaults and meanings),
 the instance-selection flags of the paper, and the flags this project adds.
 
-`utils.py` re-exports `prepare_parser`, `add_sample_parser` and `name_from_config`;
+`utils.py` re-exports `prepare_parser`, `add_sample_parser` and `name_from_config`; what the
+parser cannot check (ranges, cross-flag rules, what a resume may change) is in `config_rules.py`;
 `config = vars(parser.parse_args())` is the plain dict passed everywhere. The resolved
 config is written as JSON beside every checkpoint and read back by `sample.py`.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
-import math
 import os
-import re
 from typing import Any
 
 EMBEDDINGS = ("inceptionv3", "resnet50", "efficientnet_lite0", "random_inceptionv3",
@@ -355,152 +353,6 @@ def attn_resolutions(spec: str) -> list[int]:
     except ValueError:
         raise ValueError(f"attention spec {spec!r} must be resolutions joined by '_', e.g. '64' or '32_64'")
     return [v for v in values if v > 0]
-
-
-# ----------------------------------------------------------------------------- resume
-# Flags a resumed run may change: how long, how often, where, how fast and how it is measured
-# (every flag of those roles), plus the learning rates (applied to the restored optimizers and
-# recorded), the precision, and two paths that may move with the files. Every other flag defines
-# the experiment (data, selection, architecture, batch, losses, seed) and a resume that changes
-# one is refused. The output flags are always the ones given now.
-def resume_changeable() -> frozenset[str]:
-    """Config keys a resumed run may change (see above)."""
-    return flags_with("schedule", "metrics", "sampling", "output", "logging", "runtime") | {
-        "G_lr", "D_lr", "amp", "G_fp16", "D_fp16", "G_mixed_precision", "D_mixed_precision",
-        "data_root", "embedding_weights"}
-
-
-def check_stored_types(stored: dict[str, Any], source: str) -> None:
-    """Refuse a stored config (config.json, a checkpoint's config) whose values do not have
-    their flags' types (e.g. "G_ch": "eight"), naming the file and the key."""
-    parser = add_sample_parser(prepare_parser())
-    for action in parser._actions:
-        if action.dest not in stored or stored[action.dest] is None:
-            continue
-        value = stored[action.dest]
-        if isinstance(action.default, bool) or action.nargs == 0:
-            ok, want = isinstance(value, bool), "true/false"
-        elif action.type is int:
-            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif action.type is float:
-            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        else:
-            ok, want = isinstance(value, str), "a string"
-        if ok and action.choices is not None and value not in action.choices:
-            ok, want = False, f"one of {list(action.choices)}"
-        if not ok:
-            raise ValueError(f"{source}: {action.dest} is {value!r}, expected {want}; restore the "
-                             f"file from the run (or from state_dict.pth's config)")
-
-
-def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    """Config keys the user actually typed (argv parsed again with every default suppressed)."""
-    probe = copy.deepcopy(parser)
-    for action in probe._actions:  # argparse has no public way to tell typed from default
-        action.default = argparse.SUPPRESS
-    return set(vars(probe.parse_args(argv)))
-
-
-def resume_config(config: dict[str, Any], stored: dict[str, Any], explicit: set[str] | None,
-                  source: str) -> tuple[dict[str, Any], list[str]]:
-    """The config of a resumed run: the run's stored config, with the flags typed now on top.
-
-    `explicit` holds the flags typed now (None: those that differ from the parser defaults).
-    Returns (config, changed flags). Raises ValueError naming every typed flag that would change
-    the experiment (see resume_changeable), so a resume never mixes settings silently.
-    """
-    check_stored_types(stored, source)
-    defaults = flag_defaults()
-    if explicit is None:
-        explicit = {k for k in defaults if k in config and config[k] != defaults[k]}
-    always_now, changeable = flags_with("output"), resume_changeable()
-    differs = [k for k in sorted(explicit) if k in stored and k not in always_now
-               and str(config[k]) != str(stored[k])]
-    refused = [k for k in differs if k not in changeable]
-    if refused:
-        listed = ", ".join(f"--{k} {config[k]} (run: {stored[k]})" for k in refused)
-        raise ValueError(f"--resume would change the experiment: {listed} (in {source}); drop "
-                         f"{'these flags' if len(refused) > 1 else 'the flag'} to continue the run "
-                         f"as it was, or start a new --experiment_name")
-    merged = dict(config)
-    merged.update({k: v for k, v in stored.items()
-                   if k in defaults and k not in explicit and k not in always_now})
-    return merged, [k for k in differs if k in changeable]
-
-
-CHECKPOINT_SUFFIX = re.compile(r"^(copy|best)\d+$")
-
-
-def check_name(value: str, flag: str) -> None:
-    """Refuse a name that becomes a folder or file name but would leave its root
-    ('..', an absolute path, a path separator, a NUL byte)."""
-    if value in (".", "..") or any(c in value for c in "/\\\0") or os.path.isabs(value):
-        raise ValueError(f"--{flag} {value!r} must be a plain name (no '/', '\\', '..' or absolute "
-                         f"path): it names a folder under --base_root; e.g. --{flag} my_run")
-
-
-# Valid range of every numeric flag: (low, high, low included, high included); None = unbounded.
-_POSITIVE, _NON_NEGATIVE = (1, None, True, False), (0, None, True, False)
-RANGES: dict[str, tuple] = {
-    **dict.fromkeys(("batch_size", "num_D_steps", "num_D_accumulations", "num_G_accumulations",
-                     "save_every", "test_every", "dim_z", "G_ch", "D_ch", "num_epochs", "num_iters",
-                     "log_every", "G_depth", "D_depth", "num_G_SVs", "num_D_SVs", "num_G_SV_itrs",
-                     "num_D_SV_itrs", "num_inception_images", "num_pr_images", "prdc_k",
-                     "num_standing_accumulations", "selection_batch_size", "nn_k", "insgen_dim",
-                     "regan_interval", "sample_num_npz"), _POSITIVE),
-    **dict.fromkeys(("num_workers", "G_batch_size", "shared_dim", "num_save_copies", "num_best_copies",
-                     "ema_start", "sv_log_interval", "resolution", "embedding_res", "feature_res",
-                     "insgen_real_queue", "insgen_fake_queue", "regan_warmup", "seed", "selection_seed",
-                     "lr_decay_iters"),
-                    _NON_NEGATIVE),
-    **dict.fromkeys(("G_lr", "D_lr", "z_var", "adam_eps", "BN_eps", "SN_eps", "insgen_temperature"),
-                    (0, None, False, False)),
-    **dict.fromkeys(("G_B1", "D_B1", "G_B2", "D_B2", "regan_sparsity"), (0, 1, True, False)),
-    **dict.fromkeys(("G_ortho", "D_ortho", "insgen_w_real", "insgen_w_fake", "insgen_w_g"),
-                    (0, None, True, False)),
-    "truncation": (0, None, True, False),
-    "ema_decay": (0, 1, False, True),
-    "insgen_momentum": (0, 1, True, True),
-    "retention_ratio": (0, 100, False, True),
-    "sample_sheet_folder_num": (-1, None, True, False),
-}
-
-
-def _range_text(low, high, low_in: bool, high_in: bool) -> str:
-    if (low, high, low_in) == (1, None, True):
-        return "positive"
-    if high is None:
-        return f"{'>=' if low_in else '>'} {low}"
-    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
-
-
-def check_range(key: str, value: Any) -> None:
-    """Raise ValueError naming --key when `value` is outside RANGES[key] (NaN and inf included)."""
-    low, high, low_in, high_in = RANGES[key]
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and (value >= low if low_in else value > low)
-          and (high is None or (value <= high if high_in else value < high)))
-    if not ok:
-        raise ValueError(f"--{key} must be {_range_text(low, high, low_in, high_in)}, got {value}")
-
-
-def validate_config(config: dict[str, Any]) -> None:
-    """Check what the parser cannot express (every numeric range, names that become paths,
-    attention specs) before any work; raise ValueError naming the flag."""
-    for key in ("experiment_name", "name_suffix"):
-        if config.get(key):
-            check_name(str(config[key]), key)
-    if config.get("load_weights") and not CHECKPOINT_SUFFIX.match(str(config["load_weights"])):
-        raise ValueError(f"--load_weights {config['load_weights']!r} must be '' (latest), copyN or bestN")
-    for key in RANGES:
-        if config.get(key) is not None:
-            check_range(key, config[key])
-    for key in ("G_attn", "D_attn"):
-        if key in config:
-            attn_resolutions(config[key])
-    if config.get("lr_decay_iters") and not 0 < config["lr_decay_iters"] <= (config.get("num_iters") or 0):
-        raise ValueError(f"--lr_decay_iters {config['lr_decay_iters']} needs --num_iters of at least as many "
-                         f"iterations (the decay ends at --num_iters)")
 
 
 def _fmt(value: float) -> str:

@@ -3,7 +3,7 @@
 Each takes images in [-1, 1] at any resolution and returns the globally average-pooled
 features [N, D]. The networks, their weights files and their preprocessing live in
 `backbones.py` (shared with the metrics); this module names them as the paper does and runs
-them over a dataset with `backbones.extract_features` (batched, inference mode,
+them over a dataset with `feature_extraction.extract_features` (batched, inference mode,
 channels_last, fp16 autocast on CUDA, DDP-sharded with identical results on every rank).
 
 Weights: the torch hub cache or `--embedding_weights PATH`; offline, a missing file is an
@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 
 import backbones
+import feature_extraction
+
 
 @dataclass(frozen=True)
 class EmbeddingSpec:
@@ -92,6 +94,6 @@ def compute_embeddings(dataset: torch.utils.data.Dataset, name: str, batch_size:
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     embedding = load_embedding(name, weights_path, device, resolution)
-    features, _ = backbones.extract_features(embedding.net, dataset, batch_size, num_workers,
+    features, _ = feature_extraction.extract_features(embedding.net, dataset, batch_size, num_workers,
                                              indices, progress, desc=f"embedding ({name})")
     return features

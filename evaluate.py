@@ -23,6 +23,7 @@ from PIL import Image
 
 import backbones
 import datasets
+import feature_extraction
 import inception_utils as iu
 import metric_specs
 import utils
@@ -122,7 +123,7 @@ def metrics_of(real: dict[str, np.ndarray], fake: dict[str, np.ndarray], wanted:
 def _features(net: backbones.FeatureNet, dataset: datasets.ImageDataset, num: int,
               args: argparse.Namespace, what: str) -> dict[str, np.ndarray]:
     indices = iu.manifold_indices(len(dataset), num or len(dataset), args.seed)
-    pool, logits = backbones.extract_features(net, dataset, args.batch_size, args.num_workers, indices,
+    pool, logits = feature_extraction.extract_features(net, dataset, args.batch_size, args.num_workers, indices,
                                               desc=f"{what} features")
     return {"pool": pool, "logits": logits, "labels": np.asarray(dataset.labels)[indices]}
 

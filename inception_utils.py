@@ -31,6 +31,7 @@ import torch
 import backbones
 import datasets
 import distributed
+import feature_extraction
 import io_utils
 import metric_specs
 
@@ -300,7 +301,7 @@ def _check_meta(path: Path, data, meta: dict, script: str) -> None:
 def compute_moments(dataset, net: backbones.FeatureNet, batch_size: int = 128, num_workers: int = 4,
                     indices=None, progress: bool = True) -> dict[str, np.ndarray]:
     """mu, sigma (float64) and the Inception Score of `dataset` (all of it, or `indices`)."""
-    pool, logits = backbones.extract_features(net, dataset, batch_size, num_workers, indices,
+    pool, logits = feature_extraction.extract_features(net, dataset, batch_size, num_workers, indices,
                                               progress, desc="moments")
     mu, sigma = activation_statistics(pool)
     is_mean, is_std = calculate_inception_score(logits) if logits is not None else (np.nan, np.nan)
@@ -430,7 +431,7 @@ def prepare_inception_metrics(config: dict, device: torch.device | str | None = 
                     prints: bool = True) -> dict[str, float]:
         if prints:
             distributed.print0(f"Computing metrics with {label} on {num_images} samples...")
-        pool, logits = backbones.extract_sample_features(net, sample_fn, num_images, progress=prints)
+        pool, logits = feature_extraction.extract_sample_features(net, sample_fn, num_images, progress=prints)
         out = dict.fromkeys(metric_specs.result_keys(), float("nan"))
         if logits is not None:
             out["IS_mean"], out["IS_std"] = calculate_inception_score(logits, num_splits)

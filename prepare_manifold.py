@@ -10,8 +10,8 @@ Always the ORIGINAL data set. Under torchrun every rank computes a share; rank 0
 """
 from __future__ import annotations
 
-import backbones
 import distributed
+import feature_extraction
 import inception_utils
 import utils
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None):
     indices = inception_utils.manifold_indices(len(dataset), config["num_pr_images"], config["seed"])
     distributed.print0(f"Manifold of {len(indices)} of {len(dataset)} {config['dataset']} images "
                        f"(seed {config['seed']}) with {inception_utils.FEATURE_NETS[config['feature_net']]['label']}")
-    features, _ = backbones.extract_features(
+    features, _ = feature_extraction.extract_features(
         net, dataset, config["batch_size"], config["num_workers"], indices,
         progress=config["pbar"] != "none", desc="manifold")
     path = inception_utils.manifold_path(config)

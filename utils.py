@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from cli import UserError, fail, resolve_device, run_cli
-from config import (add_sample_parser, attn_resolutions, check_stored_types, config_to_json,
-                    explicit_flags, flag_defaults, flags_with, focus_parser, name_from_config,
-                    prepare_parser, resume_config, validate_config)
+from config import (add_sample_parser, attn_resolutions, config_to_json, flag_defaults, flags_with,
+                    focus_parser, name_from_config, prepare_parser)
+from config_rules import check_stored_types, explicit_flags, resume_config, validate_config
 
 __all__ = ["UserError", "fail", "prepare_parser", "add_sample_parser", "name_from_config",
            "validate_config", "attn_resolutions", "config_to_json", "check_stored_types", "explicit_flags",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import config
+import config_rules
 import utils
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "biggan_pytorch_flags.json"
@@ -132,11 +133,11 @@ def test_prepare_root_prefixes_base_root(tmp_path):
 
 
 def test_every_numeric_flag_has_a_checked_range():
-    """A numeric flag added without a range in config.RANGES fails here."""
+    """A numeric flag added without a range in config_rules.RANGES fails here."""
     parser = utils.add_sample_parser(utils.prepare_parser())
     numeric = {a.dest for a in parser._actions if a.type in (int, float)}
-    assert numeric == set(config.RANGES)
-    config.validate_config(vars(parser.parse_args([])))  # the defaults are valid
+    assert numeric == set(config_rules.RANGES)
+    config_rules.validate_config(vars(parser.parse_args([])))  # the defaults are valid
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -155,7 +156,7 @@ def test_every_numeric_flag_has_a_checked_range():
 def test_out_of_range_values_are_refused_naming_the_flag(flag, value, message):
     values = vars(utils.add_sample_parser(utils.prepare_parser()).parse_args([]))
     with pytest.raises(ValueError, match=message):
-        config.validate_config({**values, flag: value})
+        config_rules.validate_config({**values, flag: value})
 
 
 def test_flag_choices_equal_the_registries():
@@ -202,7 +203,7 @@ def test_a_new_metrics_flag_is_classified_everywhere_by_its_role(monkeypatch):
         assert "kde_bandwidth" in experiment_grid.EVAL_KEYS and "kde_bandwidth" in experiment_grid.EVAL_PASS
         assert "kde_bandwidth" in experiment_grid.NOT_TRAINING
         stored = {**vars(utils.prepare_parser().parse_args([])), "kde_bandwidth": 0.5}
-        merged, changed = config.resume_config({**stored, "kde_bandwidth": 0.9}, stored, {"kde_bandwidth"}, "run")
+        merged, changed = config_rules.resume_config({**stored, "kde_bandwidth": 0.9}, stored, {"kde_bandwidth"}, "run")
         assert merged["kde_bandwidth"] == 0.9 and changed == ["kde_bandwidth"]
     finally:
         monkeypatch.undo()

@@ -16,6 +16,7 @@ import backbones
 import config
 import datasets
 import embeddings
+import feature_extraction
 
 torch.set_num_threads(2)
 
@@ -123,7 +124,7 @@ def test_batch_size_indices_and_resolution(fmnist_root):
     idx = [11, 3, 29, 7, 0, 18, 5, 2, 40]
     emb = embeddings.load_embedding("random_inceptionv3", resolution=80)
     assert emb.net.resolution == 80 and emb.net.weights_id == "random seed 0"
-    runs = [backbones.extract_features(emb.net, ds, bs, 0, idx, progress=False)[0] for bs in (1, 7, 64)]
+    runs = [feature_extraction.extract_features(emb.net, ds, bs, 0, idx, progress=False)[0] for bs in (1, 7, 64)]
     assert runs[0].shape == (9, 2048) and runs[0].dtype == np.float32
     scale = np.abs(runs[0]).max()  # random-init features are huge (no trained BN statistics)
     for other in runs[1:]:

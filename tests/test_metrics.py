@@ -17,6 +17,7 @@ import torchvision.transforms.functional as TF
 import backbones
 import config
 import datasets
+import feature_extraction
 import inception_utils as iu
 
 torch.set_num_threads(2)
@@ -233,7 +234,7 @@ def test_fmnist_end_to_end_self_vs_blurred(fmnist_root, tmp_path):
               "num_pr_images": n, "device": "cpu"}
     net = iu.load_feature_net("efficientnet_lite0", resolution=FEATURE_RES)
     # One pass gives both files (compute_moments is this plus the same two statistics).
-    real, logits = backbones.extract_features(net, ds, 100, 0, idx, progress=False)
+    real, logits = feature_extraction.extract_features(net, ds, 100, 0, idx, progress=False)
     with pytest.warns(UserWarning, match="singular"):  # 1000 samples < 1280 dims
         mu, sigma = iu.activation_statistics(real)
     is_mean, is_std = iu.calculate_inception_score(logits)

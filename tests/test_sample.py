@@ -32,8 +32,8 @@ TRAIN_FLAGS = ["--dataset", "FMNIST32", "--G_ch", "8", "--D_ch", "8", "--G_attn"
 
 def make_metric_files(data_root: Path, num: int = 32) -> None:
     """Moments and manifold of `num` real FMNIST32 images, through the metrics helpers."""
-    import backbones
     import datasets
+    import feature_extraction
     import inception_utils
     net = inception_utils.load_feature_net(FEATURE_NET, "", "cpu")
     dataset = datasets.get_dataset("FMNIST32", str(data_root))
@@ -43,7 +43,7 @@ def make_metric_files(data_root: Path, num: int = 32) -> None:
         warnings.simplefilter("ignore", UserWarning)
         moments = inception_utils.compute_moments(dataset, net, 32, 0, indices=indices, progress=False)
     inception_utils.save_moments(inception_utils.moments_path(cfg), moments, net, "FMNIST32")
-    features, _ = backbones.extract_features(net, dataset, 32, 0, indices, progress=False)
+    features, _ = feature_extraction.extract_features(net, dataset, 32, 0, indices, progress=False)
     inception_utils.save_manifold(inception_utils.manifold_path(cfg), features, indices, 0, net, "FMNIST32")
 
 

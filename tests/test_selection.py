@@ -17,7 +17,6 @@ import backbones
 import datasets
 import density_estimators as de
 import instance_selection as sel
-import selection_report
 import utils
 
 
@@ -241,7 +240,7 @@ def test_report_of_nearly_tied_scores(fmnist_root, tmp_path):
     result = {"scores": scores, "indices": keep, "labels": labels, "cached": False, "path": None,
               "time_s": 0.0, "meta": {"retention_ratio": 50.0, "measure": "gaussian", "embedding": "x",
                                       "embedding_res": 0, "k": 5, "seed": 0, "fingerprint": "f"}}
-    summary = json.loads(selection_report.write_report(data, result, tmp_path, n_images=4, n_classes=2).read_text())
+    summary = json.loads(sel.write_report(data, result, tmp_path, n_images=4, n_classes=2).read_text())
     assert summary["n_kept"] == len(keep) == sum(sel.keep_count(int(c), 50) for c in np.bincount(labels))
     with Image.open(tmp_path / "score_histogram.png") as im:
         assert im.format == "PNG"

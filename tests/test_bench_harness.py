@@ -41,17 +41,24 @@ def test_only_merges_with_earlier_results(tmp_path, monkeypatch):
         run_all.main(["--only", "bench_nothing.py"])
 
 
-def test_bench_convergence_tiny_run_on_real_fashion_mnist(tmp_path, fmnist_root, repo_root, run_py):
+TINY_RECIPE = ("--G_ch 8 --D_ch 8 --batch_size 8 --num_D_steps 1 --dim_z 16 --shared_dim 8 --num_inception_images 24 "
+               "--num_pr_images 24 --prdc_k 3 --feature_res 32 --embedding_res 32")
+
+
+def run_tiny_bench(run_py, fmnist_root: Path, out: Path, name: str, seconds: str, extra: str = "") -> list[dict]:
+    """bench_convergence.py on 100 real images with a tiny model, tests every 3 iterations, seed 0
+    (runs under out/conv, curves in out/curves.png); returns its JSON lines."""
+    proc = run_py("bench/bench_convergence.py", "--seconds", seconds, "--test_every", "3", "--max_images", "100",
+                  "--out", out / "conv", "--png", out / "curves.png", "--extra", f"{TINY_RECIPE} {extra}",
+                  "--name", name, "--seeds", "0", env={"FMNIST_ROOT": str(fmnist_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_bench_convergence_tiny_run_on_real_fashion_mnist(tmp_path, fmnist_root, run_py):
     """A real (tiny) run: data prepared, a real-vs-real floor, train.py tested during training and
     stopped past the budget, the figure at the budget, and the curves PNG."""
-    extra = ("--G_ch 8 --D_ch 8 --batch_size 8 --num_D_steps 1 --dim_z 16 --shared_dim 8 "
-             "--num_inception_images 24 --num_pr_images 24 --prdc_k 3 --feature_res 32 --embedding_res 32")
-    proc = run_py("bench/bench_convergence.py", "--seconds", "1", "--test_every", "3", "--max_images", "100",
-                  "--out", tmp_path / "conv", "--png", tmp_path / "curves.png", "--extra", extra,
-                  "--name", "tiny", "--seeds", "0", env={"FMNIST_ROOT": str(fmnist_root)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    floor, *curve, final = rows
+    floor, *curve, final = run_tiny_bench(run_py, fmnist_root, tmp_path, "tiny", "1")
     assert floor["name"] == "real_vs_real" and 0 < floor["precision"] <= 1 and floor["FID"] > 0
     assert curve and all(r["name"] == "convergence_curve" and r["recipe"] == "fmnist32_cpu+tiny" for r in curve)
     assert [r["itr"] for r in curve] == [3 * (i + 1) for i in range(len(curve))]
@@ -70,15 +77,7 @@ def test_bench_convergence_tiny_run_on_real_fashion_mnist(tmp_path, fmnist_root,
 
 def test_bench_convergence_ends_at_a_recipes_own_num_iters(tmp_path, fmnist_root, run_py):
     """A recipe with --num_iters (here with a learning-rate decay) ends there, however long the budget."""
-    extra = ("--G_ch 8 --D_ch 8 --batch_size 8 --num_D_steps 1 --dim_z 16 --shared_dim 8 --num_iters 6 "
-             "--lr_decay_iters 3 --num_inception_images 24 --num_pr_images 24 --prdc_k 3 --feature_res 32 "
-             "--embedding_res 32")
-    proc = run_py("bench/bench_convergence.py", "--seconds", "100000", "--test_every", "3", "--max_images", "100",
-                  "--out", tmp_path / "conv", "--png", tmp_path / "c.png", "--extra", extra, "--name", "ends",
-                  "--seeds", "0",
-                  env={"FMNIST_ROOT": str(fmnist_root)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    rows = run_tiny_bench(run_py, fmnist_root, tmp_path, "ends", "100000", "--num_iters 6 --lr_decay_iters 3")
     assert [r["itr"] for r in rows if r["name"] == "convergence_curve"] == [3, 6]
     assert rows[-1]["name"] == "convergence_at_budget" and rows[-1]["itr"] == 6
     config = json.loads((tmp_path / "conv" / "weights" / "fmnist32_cpu_ends_seed0" / "config.json").read_text())

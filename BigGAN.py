@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 import layers
+from config import ch_mults
 
 
 # ----------------------------------------------------------------------------- init, attention spec
@@ -120,6 +121,27 @@ def D_arch(ch: int = 64) -> dict[int, dict[str, list]]:
     return arch
 
 
+def with_widths(arch: dict, ch: int, spec: str, flag: str, first_in: int | None) -> dict:
+    """`arch` with its channels set by a --G_ch_mults/--D_ch_mults spec (in units of `ch`).
+
+    G (first_in None): the spec names the 4x4 input's width, then each stage's output. D (first_in
+    = 3 image channels): each stage's output. '' keeps the architecture as it is.
+    """
+    if not spec:
+        return arch
+    mults = ch_mults(spec, flag)
+    count = len(arch['out_channels']) + (first_in is None)
+    if len(mults) != count:
+        own = arch['in_channels'][:1] if first_in is None else []
+        default = "_".join(str(c // ch) for c in own + arch['out_channels'])
+        raise ValueError(f"{flag} {spec!r} has {len(mults)} widths; this resolution needs {count} "
+                         f"(BigGAN's own: {default})")
+    widths = [ch * m for m in mults]
+    if first_in is None:
+        return {**arch, 'in_channels': widths[:-1], 'out_channels': widths[1:]}
+    return {**arch, 'in_channels': [first_in] + widths[:-1], 'out_channels': widths}
+
+
 def select_arch(archs: dict[int, dict], resolution: int, what: str) -> dict:
     """The architecture dict for resolution, or a ValueError listing the supported ones."""
     if resolution not in archs:
@@ -131,7 +153,7 @@ def select_arch(archs: dict[int, dict], resolution: int, what: str) -> dict:
 class Generator(nn.Module):
     """BigGAN generator: z (and y, already through `G.shared`) -> images in [-1, 1]."""
 
-    def __init__(self, G_ch: int = 64, dim_z: int = 128, bottom_width: int = 4,
+    def __init__(self, G_ch: int = 64, G_ch_mults: str = '', dim_z: int = 128, bottom_width: int = 4,
                  resolution: int = 128, G_kernel_size: int = 3, G_attn: str = '64',
                  n_classes: int = 1000, num_G_SVs: int = 1, num_G_SV_itrs: int = 1,
                  G_shared: bool = True, shared_dim: int = 0, hier: bool = False,
@@ -159,7 +181,8 @@ class Generator(nn.Module):
         self.fp16, self.mixed_precision, self.no_optim = G_fp16, G_mixed_precision, no_optim
         # Optimizer settings, for the training code (the model owns no optimizer).
         self.lr, self.B1, self.B2, self.adam_eps = G_lr, G_B1, G_B2, adam_eps
-        self.arch = select_arch(G_arch(G_ch), resolution, 'BigGAN Generator')
+        self.arch = with_widths(select_arch(G_arch(G_ch), resolution, 'BigGAN Generator'), G_ch,
+                                G_ch_mults, '--G_ch_mults', None)
 
         if hier:
             # One z chunk for the linear layer and one per stage; dim_z rounds down to a multiple.
@@ -218,7 +241,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """BigGAN projection discriminator: logits [N, output_dim] = linear(h) + <embed(y), h>."""
 
-    def __init__(self, D_ch: int = 64, D_wide: bool = True, resolution: int = 128,
+    def __init__(self, D_ch: int = 64, D_ch_mults: str = '', D_wide: bool = True, resolution: int = 128,
                  D_kernel_size: int = 3, D_attn: str = '64', n_classes: int = 1000,
                  num_D_SVs: int = 1, num_D_SV_itrs: int = 1,
                  D_activation: nn.Module | str | None = None, D_lr: float = 2e-4,
@@ -235,7 +258,8 @@ class Discriminator(nn.Module):
         self.init, self.D_param, self.SN_eps = D_init, D_param, SN_eps
         self.fp16, self.mixed_precision = D_fp16, D_mixed_precision
         self.lr, self.B1, self.B2, self.adam_eps = D_lr, D_B1, D_B2, adam_eps
-        self.arch = select_arch(D_arch(D_ch), resolution, 'BigGAN Discriminator')
+        self.arch = with_widths(select_arch(D_arch(D_ch), resolution, 'BigGAN Discriminator'), D_ch,
+                                D_ch_mults, '--D_ch_mults', 3)
         self.which_conv, self.which_linear, self.which_embedding = layers.layer_factory(
             D_param, num_D_SVs, num_D_SV_itrs, SN_eps, D_kernel_size)
 

@@ -90,6 +90,12 @@ def _add_architecture_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--D_param", type=str, default="SN", choices=PARAMS, help="Parameterization of D's layers")
     g.add_argument("--G_ch", type=int, default=64, help="Channel multiplier of G (default: %(default)s)")
     g.add_argument("--D_ch", type=int, default=64, help="Channel multiplier of D (default: %(default)s)")
+    g.add_argument("--G_ch_mults", type=str, default="",
+                   help="G's widths in units of G_ch, joined by '_': the 4x4 input's, then each stage's output "
+                        "(e.g. 4_4_4_2 narrows the last 32 px stage; default: BigGAN's architecture)")
+    g.add_argument("--D_ch_mults", type=str, default="",
+                   help="D's widths in units of D_ch, joined by '_': each stage's output (e.g. 2_4_4_4 narrows "
+                        "the first 32 px stage; default: BigGAN's architecture)")
     g.add_argument("--G_depth", type=int, default=1, help="Resblocks per stage in G (BigGAN-deep)")
     g.add_argument("--D_depth", type=int, default=1, help="Resblocks per stage in D (BigGAN-deep)")
     g.add_argument("--D_thin", action="store_false", dest="D_wide", default=True,
@@ -355,6 +361,17 @@ def attn_resolutions(spec: str) -> list[int]:
     return [v for v in values if v > 0]
 
 
+def ch_mults(spec: str, flag: str) -> list[int]:
+    """Parse a width spec such as '4_4_4_2' ('' = the architecture's own widths)."""
+    try:
+        values = [int(item) for item in str(spec).split("_") if item]
+    except ValueError:
+        values = []
+    if str(spec) and (not values or min(values) < 1):
+        raise ValueError(f"{flag} {spec!r} must be positive integers joined by '_', e.g. 4_4_4_2")
+    return values
+
+
 def _fmt(value: float) -> str:
     return "%2.1e" % value
 
@@ -366,6 +383,8 @@ def name_from_config(config: dict[str, Any]) -> str:
         "Big%s" % c["which_train_fn"], c["dataset"],
         c["model"] if c["model"] != "BigGAN" else None,
         "seed%d" % c["seed"], "Gch%d" % c["G_ch"], "Dch%d" % c["D_ch"],
+        "Gm" + c["G_ch_mults"].replace("_", "-") if c.get("G_ch_mults") else None,
+        "Dm" + c["D_ch_mults"].replace("_", "-") if c.get("D_ch_mults") else None,
         "Gd%d" % c["G_depth"] if c["G_depth"] > 1 else None,
         "Dd%d" % c["D_depth"] if c["D_depth"] > 1 else None,
         "bs%d" % c["batch_size"],

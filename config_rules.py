@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any
 
-from config import add_sample_parser, attn_resolutions, flag_defaults, flags_with, prepare_parser
+from config import add_sample_parser, attn_resolutions, ch_mults, flag_defaults, flags_with, prepare_parser
 
 
 # ----------------------------------------------------------------------------- resume
@@ -75,7 +75,9 @@ def resume_config(config: dict[str, Any], stored: dict[str, Any], explicit: set[
                and str(config[k]) != str(stored[k])]
     refused = [k for k in differs if k not in changeable]
     if refused:
-        listed = ", ".join(f"--{k} {config[k]} (run: {stored[k]})" for k in refused)
+        shown = {"": "''"}  # an empty value (e.g. the default --D_ch_mults) stays visible
+        listed = ", ".join(f"--{k} {shown.get(config[k], config[k])} (run: {shown.get(stored[k], stored[k])})"
+                           for k in refused)
         raise ValueError(f"--resume would change the experiment: {listed} (in {source}); drop "
                          f"{'these flags' if len(refused) > 1 else 'the flag'} to continue the run "
                          f"as it was, or start a new --experiment_name")
@@ -155,6 +157,11 @@ def validate_config(config: dict[str, Any]) -> None:
     for key in ("G_attn", "D_attn"):
         if key in config:
             attn_resolutions(config[key])
+    for key in ("G_ch_mults", "D_ch_mults"):
+        if config.get(key):
+            ch_mults(config[key], f"--{key}")
+            if config.get("model", "BigGAN") != "BigGAN":
+                raise ValueError(f"--{key} applies to --model BigGAN only (BigGAN-deep keeps its own widths)")
     if config.get("lr_decay_iters") and not 0 < config["lr_decay_iters"] <= (config.get("num_iters") or 0):
         raise ValueError(f"--lr_decay_iters {config['lr_decay_iters']} needs --num_iters of at least as many "
                          f"iterations (the decay ends at --num_iters)")

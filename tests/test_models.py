@@ -274,6 +274,37 @@ def test_constructor_errors():
         BigGAN.build_models({'model': 'StyleGAN'})
 
 
+def test_width_flags_set_each_stages_channels_and_default_to_biggans_architecture():
+    def weights(G, D):
+        return [t for net in (G, D) for t in net.state_dict().values()]
+
+    base = weights(*tiny(BigGAN, 32, ch=4))
+    # BigGAN's own widths spelled out build the same modules from the same random draws.
+    same = weights(*tiny(BigGAN, 32, ch=4, G_ch_mults='4_4_4_4', D_ch_mults='4_4_4_4'))
+    assert len(same) == len(base) and all(torch.equal(a, b) for a, b in zip(base, same))
+
+    G, D = tiny(BigGAN, 32, ch=4, G_ch_mults='4_4_4_2', D_ch_mults='2_4_4_4')
+    last, first = G.blocks[2][0], D.blocks[0][0]
+    assert (last.conv1.weight.shape, last.conv2.weight.shape) == ((8, 16, 3, 3), (8, 8, 3, 3))
+    assert G.output_layer[2].weight.shape == (3, 8, 3, 3) and G.blocks[1][0].conv2.weight.shape[0] == 16
+    assert (first.conv1.weight.shape, first.conv2.weight.shape) == ((8, 3, 3, 3), (8, 8, 3, 3))
+    assert D.blocks[1][0].conv1.weight.shape == (16, 8, 3, 3) and D.linear.weight.shape == (1, 16)
+    z, y = sample(G)
+    with torch.no_grad():
+        assert D(G(z, G.shared(y)), y).shape == (2, 1)
+    # 64 px: G has four stages (five widths), D five.
+    G64, D64 = tiny(BigGAN, 64, ch=2, G_ch_mults='8_8_4_2_1', D_ch_mults='1_2_4_8_8')
+    assert G64.arch['out_channels'] == [16, 8, 4, 2] and D64.arch['in_channels'] == [3, 2, 4, 8, 16]
+
+    with pytest.raises(ValueError, match=r"'4_4_2' has 3 widths; this resolution needs 4 \(BigGAN's own: 4_4_4_4\)"):
+        tiny(BigGAN, 32, ch=4, D_ch_mults='4_4_2')
+    with pytest.raises(ValueError, match=r"needs 5 \(BigGAN's own: 16_16_8_4_2\)"):
+        tiny(BigGAN, 64, ch=4, G_ch_mults='4_4_4_4')
+    for bad in ('4_x_4_4', '0_4_4_4', '4,4,4,4'):
+        with pytest.raises(ValueError, match="--G_ch_mults .* must be positive integers joined by '_'"):
+            tiny(BigGAN, 32, ch=4, G_ch_mults=bad)
+
+
 def test_model_kwargs_and_build_models_from_a_full_config():
     config = dict(model='BigGANdeep', resolution=32, G_ch=4, D_ch=4, G_attn='0', D_attn='0',
                   n_classes=5, G_shared=True, hier=True, shared_dim=0, dim_z=16, G_depth=1,

@@ -511,6 +511,7 @@ def test_resume_by_name_alone_continues_the_run_bit_for_bit(fmnist_folder, unint
     (["--retention_ratio", "50", "--G_ch", "16"], ["--G_ch 16 (run: 8)", "--retention_ratio 50.0 (run: 100"]),
     (["--dataset", "FMNIST32"], ["--dataset FMNIST32 (run: custom)"]),
     (["--seed", "3"], ["--seed 3 (run: 0)"]),
+    (["--D_ch_mults", "2_4_4_4"], ["--D_ch_mults 2_4_4_4 (run: '')"]),
 ])
 def test_resume_refuses_flags_that_change_the_experiment(fmnist_folder, tmp_path, flags, named):
     import train
@@ -536,6 +537,23 @@ def test_resume_applies_a_new_learning_rate_to_the_optimizers_and_records_it(fmn
     d_optim = torch.load(weights / "D_optim.pth", weights_only=True)
     assert [g["lr"] for g in d_optim["param_groups"]] == [2e-4]  # not typed: the run's own
     assert nets.G.lr == 1e-5
+
+
+def test_a_run_with_width_schedules_trains_and_sample_py_rebuilds_it(fmnist_folder, tmp_path):
+    import sample
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "2", "--save_every", "2",
+                     "--G_ch_mults", "2_2_2_1", "--D_ch_mults", "1_2_2_2")
+    weights = tmp_path / "weights" / "tiny"
+    config = json.loads((weights / "config.json").read_text())
+    assert (config["G_ch_mults"], config["D_ch_mults"]) == ("2_2_2_1", "1_2_2_2")
+    G = sample.load_generator({**config, "use_ema": True}, weights, None, "config.json", torch.device("cpu"))
+    assert G.blocks[2][0].conv2.weight.shape == (8, 8, 3, 3) and G.blocks[1][0].conv2.weight.shape == (16, 16, 3, 3)
+    D = torch.load(weights / "D.pth", weights_only=True)
+    assert D["blocks.0.0.conv2.weight"].shape == (8, 8, 3, 3) and D["blocks.1.0.conv1.weight"].shape == (16, 8, 3, 3)
+    # A config without the flags (an older run's) builds BigGAN's widths, which these weights do not fit.
+    with pytest.raises(ValueError, match="does not match the architecture in config.json"):
+        sample.load_generator({**config, "use_ema": True, "G_ch_mults": ""}, weights, None, "config.json",
+                              torch.device("cpu"))
 
 
 def test_lr_decay_is_a_step_at_the_decayed_rate_and_is_recorded(fmnist_folder, tmp_path):

@@ -53,6 +53,8 @@ RECIPES = {
     "fmnist32_cpu_bs32": ("fmnist32_cpu", "--batch_size 32"),
     # The last third of ~10 minutes at batch 32 with linearly decaying learning rates.
     "fmnist32_cpu_bs32_decay": ("fmnist32_cpu", "--batch_size 32 --num_iters 2700 --lr_decay_iters 900"),
+    # Batch 32 with half the width at the 32x32 stages of G and D (where most convolution work is).
+    "fmnist32_cpu_bs32_taper": ("fmnist32_cpu", "--batch_size 32 --G_ch_mults 4_4_4_2 --D_ch_mults 2_4_4_4"),
 }
 
 

@@ -11,22 +11,20 @@ folder pipeline and its HDF5 copy give bit-identical tensors.
 """
 from __future__ import annotations
 
-import functools
-import gzip
 import hashlib
 import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+from array_readers import find_file, read_cifar_bin, read_cifar_pickle, read_idx
+from image_files import IMG_EXTENSIONS, is_image, read_image, to_float
+
 FMNIST_SYSTEM_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
@@ -90,51 +88,7 @@ def classes_per_sheet(name: str, n_classes: int) -> int:
     return max(1, min(dataset_info(name).classes_per_sheet, n_classes))
 
 
-# ----------------------------------------------------------------------------- pixels
-
-def to_float(img: torch.Tensor) -> torch.Tensor:
-    """uint8 CHW -> float CHW in [-1, 1]; the single conversion every dataset uses."""
-    return img.float().div_(127.5).sub_(1.0)
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. 16/32-bit integer images are scaled, not clipped, to 8 bits."""
-    if img.mode.startswith("I;16") or img.mode == "I":
-        wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
-        img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L")
-    elif img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # PIL asks for this route for palettes with transparency
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def square_crop_resize(img: Image.Image, size: int, augment: bool) -> Image.Image:
-    """BigGAN-PyTorch's CenterCropLongEdge (or RandomCropLongEdge) then Resize(size)."""
-    w, h = img.size
-    s = min(w, h)
-    if augment:
-        left = int(torch.randint(0, w - s + 1, ()))
-        top = int(torch.randint(0, h - s + 1, ()))
-    else:  # torchvision's CenterCrop rounding
-        left, top = int(round((w - s) / 2.0)), int(round((h - s) / 2.0))
-    img = img.crop((left, top, left + s, top + s))
-    return img if s == size else img.resize((size, size), Image.BILINEAR)
-
-
-def read_image(path: str | os.PathLike, size: int, augment: bool = False) -> torch.Tensor:
-    """Decode `path` to a uint8 CHW RGB tensor of `size`; ValueError naming the file if unreadable."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = square_crop_resize(to_rgb(img), size, augment)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {path}: {err}; delete or replace it "
-                         f"(make_hdf5.py --skip_bad skips unreadable images)") from err
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
-
-
-def _is_image(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
-
+# ----------------------------------------------------------------------------- class names
 
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                   "Bag", "Ankle boot")
@@ -207,7 +161,7 @@ def _walk_images(top: str, seen: set) -> list[str]:
         if (info.st_dev, info.st_ino) in seen:
             continue
         seen.add((info.st_dev, info.st_ino))
-        found.append((path, sorted(e.path for e in entries if _is_image(e.name) and e.is_file())))
+        found.append((path, sorted(e.path for e in entries if is_image(e.name) and e.is_file())))
         pending += [e.path for e in entries if not e.name.startswith(".") and e.is_dir()]
     return [f for _, files in sorted(found) for f in files]
 
@@ -276,7 +230,7 @@ class ImageFolderDataset(ImageDataset):
         entries = sorted(os.scandir(self.root), key=lambda e: e.name)
         class_dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")
                       and not _is_own_output(e.name)]
-        top_images = [e.path for e in entries if e.is_file() and _is_image(e.name)]
+        top_images = [e.path for e in entries if e.is_file() and is_image(e.name)]
         if class_dirs and top_images:
             raise ValueError(f"{self.root} holds both images and subfolders; put all images in "
                              f"class subfolders (conditional) or all directly in it (unconditional)")
@@ -418,48 +372,15 @@ class ArrayDataset(ImageDataset):
         return _files_fingerprint(self.files)
 
 
-# ----------------------------------------------------------------------------- file formats
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (Fashion-MNIST / MNIST), gzipped or not, as a read-only uint8 array."""
-    st = os.stat(path)
-    return _read_idx_cached(str(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4)
-def _read_idx_cached(path: str, size: int, mtime_ns: int) -> np.ndarray:
-    # Decompressing the 26 MB training images takes about a second; selection, training and
-    # make_hdf5 in one process share one read-only copy (the key changes if the file does).
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            data = fh.read()
-    except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read IDX file {path}: {err}; download it again") from err
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path} is not an unsigned-byte IDX file; download it again")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    start = 4 + 4 * ndim
-    if len(data) != start + int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated ({len(data)} bytes for shape {dims}); download it again")
-    return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims)
-
-
-def _find_file(folder: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
+# ----------------------------------------------------------------------------- array datasets
 
 def load_fmnist32(data_root, augment: bool = False) -> ArrayDataset:
     """Fashion-MNIST's 60k training images, zero-padded 28 -> 32 and replicated to RGB."""
     info = DATASETS["FMNIST32"]
     root = Path(data_root or FMNIST_SYSTEM_ROOT)
     for folder in (root, root / info.root, root / "FashionMNIST" / "raw", Path(FMNIST_SYSTEM_ROOT)):
-        images = _find_file(folder, "train-images-idx3-ubyte")
-        labels = _find_file(folder, "train-labels-idx1-ubyte")
+        images = find_file(folder, "train-images-idx3-ubyte")
+        labels = find_file(folder, "train-labels-idx1-ubyte")
         if images and labels:
             break
     else:
@@ -470,48 +391,6 @@ def load_fmnist32(data_root, augment: bool = False) -> ArrayDataset:
         raise ValueError(f"{images} and {labels} do not match (shapes {x.shape}, {y.shape})")
     x = np.pad(x, ((0, 0), (2, 2), (2, 2)))[..., None]
     return ArrayDataset(x, y, info.n_classes, [str(images), str(labels)], augment, classes=FMNIST_CLASSES)
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can rebuild numpy arrays, lists, dicts and strings, and nothing else.
-
-    torchvision's CIFAR folders are pickles; this refuses every global except the three
-    numpy constructors an array needs (the same idea as torch.load(weights_only=True)).
-    """
-
-    def find_class(self, module: str, name: str):
-        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            return np._core.multiarray._reconstruct
-        if module == "numpy" and name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        if (module, name) == ("_codecs", "encode"):  # protocol-2 bytes written by Python 3
-            return _latin1_encode
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    if encoding.replace("-", "").lower() != "latin1":
-        raise pickle.UnpicklingError(f"refusing codec {encoding!r}")
-    return text.encode("latin1")
-
-
-def _read_cifar_pickle(path: Path, label_key: str) -> tuple[np.ndarray, list]:
-    try:
-        with open(path, "rb") as fh:
-            d = _NumpyOnlyUnpickler(fh, encoding="latin1").load()
-        data, labels = np.asarray(d["data"], dtype=np.uint8), list(d[label_key])
-    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError, OSError) as err:
-        raise ValueError(f"cannot read CIFAR batch {path}: {err}; download the dataset again") from err
-    return data, labels
-
-
-def _read_cifar_bin(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    raw = np.fromfile(path, dtype=np.uint8)
-    rec = label_bytes + 3072
-    if raw.size == 0 or raw.size % rec:
-        raise ValueError(f"{path} is not a CIFAR binary batch ({raw.size} bytes); download it again")
-    raw = raw.reshape(-1, rec)
-    return raw[:, label_bytes:], raw[:, label_bytes - 1]  # CIFAR-100: (coarse, fine) -> fine
 
 
 def load_cifar(name: str, data_root, augment: bool = False) -> ArrayDataset:
@@ -529,9 +408,9 @@ def load_cifar(name: str, data_root, augment: bool = False) -> ArrayDataset:
                 paths = [cand / n for n in names]
                 if all(p.is_file() for p in paths):
                     if names is bin_files:
-                        parts = [_read_cifar_bin(p, 1 if ten else 2) for p in paths]
+                        parts = [read_cifar_bin(p, 1 if ten else 2) for p in paths]
                     else:
-                        parts = [_read_cifar_pickle(p, "labels" if ten else "fine_labels") for p in paths]
+                        parts = [read_cifar_pickle(p, "labels" if ten else "fine_labels") for p in paths]
                     data = np.concatenate([p[0] for p in parts])
                     labels = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
                     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
@@ -582,7 +461,7 @@ def get_dataset(name: str, data_root, resolution: int | None = None, augment: bo
         return ImageFolderDataset(root, res, augment, load_in_mem, allow_flat=True)
     folder = root / info.root
     if not folder.is_dir():
-        if not root.is_dir() or not any(e.is_dir() and not e.name.startswith(".") or _is_image(e.name)
+        if not root.is_dir() or not any(e.is_dir() and not e.name.startswith(".") or is_image(e.name)
                                         for e in os.scandir(root)):
             raise FileNotFoundError(f"no class folders in {folder} or {root} (--dataset {name}); "
                                     f"{info.prepare.replace('DATA_ROOT', str(root))}")

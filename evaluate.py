@@ -24,6 +24,7 @@ from PIL import Image
 import backbones
 import datasets
 import feature_extraction
+import image_files
 import inception_utils as iu
 import metric_specs
 import utils
@@ -62,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _folder_resolution(root: Path) -> int:
-    first = next((p for p in sorted(root.rglob("*")) if p.is_file() and datasets._is_image(p.name)), None)
+    first = next((p for p in sorted(root.rglob("*")) if p.is_file() and image_files.is_image(p.name)), None)
     if first is None:
-        raise ValueError(f"{root} holds no images ({', '.join(datasets.IMG_EXTENSIONS)})")
+        raise ValueError(f"{root} holds no images ({', '.join(image_files.IMG_EXTENSIONS)})")
     with Image.open(first) as im:
         return min(im.size)
 

@@ -61,12 +61,12 @@ def ws(fmnist_root, tmp_path_factory) -> Path:
     """20 real Fashion-MNIST images (2 per class) as class folders, a trained tiny run
     (G_ch 8, 2 iterations, EMA) and EfficientNet-Lite0 moments for the folder."""
     import calculate_inception_moments
-    import datasets
+    import array_readers
     import train
 
     root = tmp_path_factory.mktemp("bad_inputs")
-    images = datasets.read_idx(next(fmnist_root.glob("train-images-idx3-ubyte*")))
-    labels = datasets.read_idx(next(fmnist_root.glob("train-labels-idx1-ubyte*")))
+    images = array_readers.read_idx(next(fmnist_root.glob("train-images-idx3-ubyte*")))
+    labels = array_readers.read_idx(next(fmnist_root.glob("train-labels-idx1-ubyte*")))
     for c in range(10):
         (root / "imgs" / f"class{c}").mkdir(parents=True)
         for i in np.flatnonzero(labels == c)[:2]:

@@ -15,6 +15,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 import datasets
+import image_files
 
 RNG = np.random.default_rng(0)
 
@@ -78,7 +79,7 @@ def test_every_pil_mode_becomes_rgb_and_non_images_are_ignored(tmp_path):
 def test_centre_crop_resize_equals_biggan_pytorch_transform(tmp_path):
     img = rgb_image(57, 33)
     img.save(tmp_path / "a.png")
-    ours = datasets.to_float(datasets.read_image(tmp_path / "a.png", 24))
+    ours = image_files.to_float(image_files.read_image(tmp_path / "a.png", 24))
     ref = T.Compose([T.CenterCrop(33), T.Resize(24), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])(img)
     assert torch.allclose(ours, ref, atol=1e-6)
 
@@ -86,7 +87,7 @@ def test_centre_crop_resize_equals_biggan_pytorch_transform(tmp_path):
 def test_16bit_images_are_scaled_not_clipped(tmp_path):
     arr = np.array([[0, 32896, 65535, 65535]] * 4, dtype=np.uint16)
     Image.fromarray(arr).save(tmp_path / "d.png")
-    x = datasets.read_image(tmp_path / "d.png", 4)
+    x = image_files.read_image(tmp_path / "d.png", 4)
     assert x[0, 0].tolist() == [0, 128, 255, 255] and torch.equal(x[0], x[2])
 
 
@@ -96,7 +97,7 @@ def test_augment_is_a_random_long_edge_crop_plus_flip(tmp_path):
     candidates = []
     for left in range(0, 17):
         crop = torch.from_numpy(np.array(img.crop((left, 0, left + 8, 8)))).permute(2, 0, 1)
-        candidates += [datasets.to_float(crop), datasets.to_float(crop).flip(-1)]
+        candidates += [image_files.to_float(crop), image_files.to_float(crop).flip(-1)]
     ds = datasets.get_dataset("custom", tmp_path, resolution=8, augment=True)
     torch.manual_seed(0)
     draws = [ds[0][0] for _ in range(40)]
@@ -179,13 +180,13 @@ def test_hdf5_lazy_per_worker_in_memory_and_picklable(tmp_path):
     imgs = write_hdf5(tmp_path / "custom.hdf5", n_classes=3)
     ds = datasets.get_dataset("custom_hdf5", tmp_path / "custom.hdf5")
     assert ds._h5 is None and ds.n_classes == 3 and ds.labels.tolist() == [0, 1, 2, 0, 1, 2]
-    assert torch.equal(ds[4][0], datasets.to_float(torch.from_numpy(imgs[4])))
+    assert torch.equal(ds[4][0], image_files.to_float(torch.from_numpy(imgs[4])))
     assert ds._h5 is not None  # opened on first read ...
     clone = pickle.loads(pickle.dumps(ds))  # ... but never pickled
     assert clone._h5 is None and torch.equal(clone[5][0], ds[5][0])
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
     got = torch.cat([x for x, _ in loader])
-    assert torch.equal(got, datasets.to_float(torch.from_numpy(imgs)))
+    assert torch.equal(got, image_files.to_float(torch.from_numpy(imgs)))
     mem = datasets.get_dataset("custom_hdf5", tmp_path / "custom.hdf5", load_in_mem=True)
     assert all(torch.equal(mem[i][0], ds[i][0]) for i in range(6)) and mem.fingerprint() == ds.fingerprint()
 
@@ -246,7 +247,7 @@ def test_cifar10_torchvision_pickles_and_binary_batches(tmp_path):
     data = np.concatenate([p[0] for p in parts])
     assert len(ds) == 20 and ds.labels.tolist() == sum((p[1] for p in parts), [])
     img = torch.from_numpy(data[7].reshape(3, 32, 32))
-    assert torch.equal(ds[7][0], datasets.to_float(img))
+    assert torch.equal(ds[7][0], image_files.to_float(img))
     torch.manual_seed(0)
     aug = datasets.get_dataset("C10", tmp_path, augment=True)
     assert aug[7][0].shape == (3, 32, 32) and any(not torch.equal(aug[7][0], ds[7][0]) for _ in range(5))

@@ -215,10 +215,10 @@ def test_nonfinite_loss_stops_or_skips():
 def fmnist_folder(fmnist_root, tmp_path_factory) -> Path:
     """50 real Fashion-MNIST training images (5 per class) as a class-folder tree, with the
     efficientnet_lite0 moments and manifold that the metrics need."""
-    import datasets
+    import array_readers
     root = tmp_path_factory.mktemp("fmnist_small")
-    images = datasets.read_idx(next(fmnist_root.glob("train-images-idx3-ubyte*")))
-    labels = datasets.read_idx(next(fmnist_root.glob("train-labels-idx1-ubyte*")))
+    images = array_readers.read_idx(next(fmnist_root.glob("train-images-idx3-ubyte*")))
+    labels = array_readers.read_idx(next(fmnist_root.glob("train-labels-idx1-ubyte*")))
     for c in range(10):
         (root / f"class{c}").mkdir()
         for i in np.flatnonzero(labels == c)[:5]:

@@ -1,7 +1,8 @@
 """Instance selection for GANs (DeVries et al., NeurIPS 2020, section 3).
 
 Embed every training image, score the manifold density around each embedding, keep the
-top `retention_ratio` percent of each class (one pool when the dataset has no labels):
+top `retention_ratio` percent of each class (one pool when the dataset has no labels; the
+rule itself is `selection_rule.py`):
 
     from instance_selection import select_instances
     subset = select_instances(dataset, retention_ratio=50)      # torch.utils.data.Subset
@@ -9,7 +10,7 @@ top `retention_ratio` percent of each class (one pool when the dataset has no la
 Embeddings and selections are cached as `.npz` files whose metadata (dataset length and
 fingerprint, embedding, resolution, measure, ratio, k, seed, code version) must match
 exactly, else they are recomputed. As a script it also writes a report (the paper's
-Figure 1 per class, score histograms, a JSON summary):
+Figure 1 per class, score histograms, a JSON summary; `selection_report.py`):
 
     python instance_selection.py --dataset FMNIST32 --retention_ratio 50 \
         --embedding efficientnet_lite0 --embedding_res 64 --max_images 2000
@@ -34,94 +35,12 @@ import config as config_flags
 import datasets
 import distributed
 import io_utils
-from density_estimators import check_measure, measure_settings, score_embeddings
+from density_estimators import check_measure, measure_settings
+from selection_report import write_report
+from selection_rule import check_retention_ratio, get_keep_indices
 
 # Bump when scores or the selection rule change: older caches are then recomputed.
 SELECTION_VERSION = 1
-
-
-# ----------------------------------------------------------------------------- selection rule
-
-def check_retention_ratio(retention_ratio: float) -> float:
-    """Return the ratio as a float if it lies in (0, 100], else raise a ValueError."""
-    try:
-        rr = float(retention_ratio)
-    except (TypeError, ValueError):
-        raise ValueError(f"retention_ratio must be a number in (0, 100] (percent of each class "
-                         f"kept), got {retention_ratio!r}; e.g. retention_ratio=50") from None
-    if not 0.0 < rr <= 100.0:  # also rejects NaN
-        raise ValueError(f"retention_ratio must be in (0, 100] (percent of each class kept), got "
-                         f"{retention_ratio}; e.g. --retention_ratio 50")
-    return rr
-
-
-def keep_count(n: int, retention_ratio: float) -> int:
-    """How many of `n` items a class keeps: round(rr% * n), halves up, at least 1."""
-    return min(n, max(1, int(np.floor(retention_ratio * n / 100.0 + 0.5))))
-
-
-def _pools(labels: np.ndarray) -> list[np.ndarray]:
-    """Indices of each class (ascending), classes in ascending label order."""
-    order = np.argsort(labels, kind="stable")
-    _, starts = np.unique(labels[order], return_index=True)
-    return np.split(order, starts[1:])
-
-
-def compute_scores(embeddings: np.ndarray | None, labels: np.ndarray | None, density_measure: str,
-                   k: int = 5, seed: int = 0, device: torch.device | None = None,
-                   progress: bool = False) -> np.ndarray:
-    """Density score (float64, larger = denser) of every item, fitted separately per class.
-
-    `labels=None` scores everything as one pool. `embeddings` may be None for 'uniform'.
-    """
-    if embeddings is None and check_measure(density_measure).uses_embedding:
-        raise ValueError(f"density measure {density_measure!r} needs embeddings")
-    n = len(labels) if embeddings is None else len(embeddings)
-    labels = np.zeros(n, np.int64) if labels is None else np.asarray(labels)
-    if len(labels) != n:
-        raise ValueError(f"{n} embeddings but {len(labels)} labels; they must describe the same items")
-    scores = np.empty(n, np.float64)
-    pools = _pools(labels)
-    if progress and len(pools) > 1:
-        from tqdm import tqdm
-        pools = tqdm(pools, desc=f"scoring ({density_measure})", disable=not distributed.is_main_process())
-    for position, idx in enumerate(pools):
-        x = idx if embeddings is None else embeddings[idx]
-        scores[idx] = score_embeddings(x, density_measure, k=k, seed=seed, pool=position, device=device)
-    return scores
-
-
-def keep_top(scores: np.ndarray, labels: np.ndarray | None, retention_ratio: float) -> np.ndarray:
-    """Sorted indices of the `keep_count` best-scoring items of each class.
-
-    Ties are broken by the smaller index (a stable sort on -score), so the result is
-    deterministic.
-    """
-    rr = check_retention_ratio(retention_ratio)
-    labels = np.zeros(len(scores), np.int64) if labels is None else np.asarray(labels)
-    kept = []
-    for idx in _pools(labels):
-        order = np.argsort(-scores[idx], kind="stable")
-        kept.append(idx[order[:keep_count(len(idx), rr)]])
-    return np.sort(np.concatenate(kept)).astype(np.int64)
-
-
-def get_keep_indices(embeddings: np.ndarray | None, labels: np.ndarray | None, density_measure: str,
-                     retention_ratio: float, k: int = 5, seed: int = 0,
-                     device: torch.device | None = None, return_scores: bool = False,
-                     verbose: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Sorted indices kept by instance selection on precomputed `embeddings` [N, D].
-
-    Each class (or the whole set when `labels` is None) keeps exactly
-    round(retention_ratio% x n_c) of its items (at least one), the densest under
-    `density_measure` ('gaussian', 'ppca', 'nn_dist'/'knn' with `k`, or the seeded
-    'uniform' control). With `return_scores` also returns the float64 scores.
-    """
-    check_retention_ratio(retention_ratio)
-    scores = compute_scores(embeddings, labels, density_measure, k=k, seed=seed, device=device,
-                            progress=verbose)
-    keep = keep_top(scores, labels, retention_ratio)
-    return (keep, scores) if return_scores else keep
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -405,104 +324,7 @@ def select_from_config(dataset: Dataset, config: dict[str, Any]) -> np.ndarray:
     return result["indices"]
 
 
-# ----------------------------------------------------------------------------- report + CLI
-
-def _image(dataset: Dataset, index: int) -> torch.Tensor:
-    item = dataset[index]
-    image = item[0] if isinstance(item, (tuple, list)) else item
-    if not torch.is_tensor(image):
-        from torchvision.transforms.functional import to_tensor
-        return to_tensor(image)  # PIL / HWC uint8 -> [0, 1]
-    return (image.float().cpu() + 1) / 2  # the project's images are in [-1, 1]
-
-
-def _grid(dataset: Dataset, indices: np.ndarray, nrow: int = 8) -> np.ndarray:
-    from torchvision.utils import make_grid
-    images = [_image(dataset, int(i)) for i in indices]
-    if images[0].shape[0] == 1:
-        images = [x.expand(3, -1, -1) for x in images]
-    grid = make_grid(torch.stack(images).clamp(0, 1), nrow=min(nrow, len(images)), padding=2, pad_value=1.0)
-    return grid.permute(1, 2, 0).numpy()
-
-
-def _save_figure(fig, path: Path) -> None:
-    with io_utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-
-
-def _class_title(names: list[str] | None, c: int | str) -> str:
-    """'Sneaker (class 7)' when the dataset knows its class names, else 'class 7'."""
-    return f"{names[int(c)]} (class {c})" if names and str(c).isdigit() and int(c) < len(names) else f"class {c}"
-
-
-def write_report(dataset: Dataset, result: dict[str, Any], report_dir: str | os.PathLike,
-                 n_images: int = 32, n_classes: int = 10, extra: dict[str, Any] | None = None) -> Path:
-    """Write the selection report into `report_dir` and return the JSON summary's path.
-
-    Files: `class_<c>_density.png` (most and least dense images of class c, the paper's
-    Figure 1) for the first `n_classes` classes (0 = all), `score_histogram.png` (score
-    histograms with each class's threshold), `indices.npz` (kept indices, all scores) and
-    `summary.json` (kept/total per class, measure, embedding, times).
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    report_dir = Path(report_dir)
-    names = datasets.class_names(dataset)
-    scores, keep, labels = result["scores"], result["indices"], result["labels"]
-    pool_labels = np.zeros(len(scores), np.int64) if labels is None else labels
-    kept_mask = np.zeros(len(scores), bool)
-    kept_mask[keep] = True
-    pools = _pools(pool_labels)
-    shown = pools if n_classes <= 0 else pools[:n_classes]
-    per_class = {}
-    for idx in pools:
-        c = "all" if labels is None else str(int(pool_labels[idx[0]]))
-        per_class[c] = {"kept": int(kept_mask[idx].sum()), "total": int(len(idx)),
-                        "threshold": float(scores[idx][kept_mask[idx]].min())}
-        if names and c.isdigit() and int(c) < len(names):
-            per_class[c]["name"] = names[int(c)]
-    cols = min(5, len(shown))
-    rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    for ax, idx in zip(axes.flat, shown):
-        c = "all" if labels is None else str(int(pool_labels[idx[0]]))
-        # Relative to the threshold: nearly tied scores far from 0 still get finite bins.
-        rel = scores[idx] - per_class[c]["threshold"]
-        ax.hist([rel[kept_mask[idx]], rel[~kept_mask[idx]]], bins=40, stacked=True,
-                color=["tab:blue", "tab:red"], label=["kept", "removed"])
-        ax.axvline(0.0, color="k", linestyle="--", linewidth=1)
-        ax.set_title(_class_title(names, c) if labels is not None else "all images", fontsize=9)
-    for ax in list(axes.flat)[len(shown):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"{result['meta']['measure']} score minus the class's threshold (dashed)", fontsize=10)
-    fig.tight_layout()
-    _save_figure(fig, report_dir / "score_histogram.png")
-    plt.close(fig)
-    for idx in shown:
-        c = "all" if labels is None else str(int(pool_labels[idx[0]]))
-        order = idx[np.argsort(-scores[idx], kind="stable")]
-        m = min(n_images, len(order))
-        fig, axes = plt.subplots(1, 2, figsize=(12, 6 * max(1, -(-m // 8)) / 4 + 1))
-        for ax, chosen, title in ((axes[0], order[:m], "most dense"), (axes[1], order[::-1][:m], "least dense")):
-            ax.imshow(_grid(dataset, chosen))
-            ax.set_title(f"{_class_title(names, c)}: {title}", fontsize=10)
-            ax.axis("off")
-        _save_figure(fig, report_dir / f"class_{c}_density.png")
-        plt.close(fig)
-    io_utils.atomic_savez(report_dir / "indices.npz", indices=keep, scores=scores)
-    meta = result["meta"]
-    summary = {"n_total": int(len(scores)), "n_kept": int(len(keep)), "retention_ratio": meta["retention_ratio"],
-               "measure": meta["measure"], "embedding": meta["embedding"], "embedding_res": meta["embedding_res"],
-               "k": meta["k"], "seed": meta["seed"], "fingerprint": meta["fingerprint"],
-               "labelled": labels is not None, "per_class": per_class, "time_s": result["time_s"],
-               "from_cache": result["cached"], "selection_file": str(result["path"]) if result["path"] else None,
-               **(extra or {})}
-    io_utils.atomic_write_json(report_dir / "summary.json", summary)
-    return report_dir / "summary.json"
-
+# ----------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: select instances of --dataset, cache the indices, write the report."""

@@ -17,6 +17,7 @@ import backbones
 import datasets
 import density_estimators as de
 import instance_selection as sel
+import selection_rule
 import utils
 
 
@@ -42,7 +43,7 @@ def _sk_knn(x, k=5):
 
 def _ranked_keep(scores, rr):
     """Reference kept set: rank the reference scores, keep round(rr% n)."""
-    return set(np.argsort(-scores, kind="stable")[:sel.keep_count(len(scores), rr)].tolist())
+    return set(np.argsort(-scores, kind="stable")[:selection_rule.keep_count(len(scores), rr)].tolist())
 
 
 # ----------------------------------------------------------------------------- agreement with sklearn
@@ -122,9 +123,9 @@ def test_bad_embeddings_and_unknown_measure_are_errors():
 def test_exact_counts_per_class_and_deterministic_ties():
     labels = np.repeat([3, 0, 7], [10, 7, 1])
     scores = np.zeros(len(labels))  # all tied: the smallest indices of each class win
-    keep = sel.keep_top(scores, labels, 50)
+    keep = selection_rule.keep_top(scores, labels, 50)
     assert keep.tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 17]  # 5 of 10, round(3.5)=4 of 7, 1 of 1
-    assert [sel.keep_count(n, rr) for n, rr in [(7, 50), (5, 50), (3, 10), (1300, 50), (10, 100)]] == \
+    assert [selection_rule.keep_count(n, rr) for n, rr in [(7, 50), (5, 50), (3, 10), (1300, 50), (10, 100)]] == \
         [4, 3, 1, 650, 10]
 
 
@@ -236,12 +237,12 @@ def test_report_of_nearly_tied_scores(fmnist_root, tmp_path):
     n = 40
     scores = 1387.72420181 + 2e-12 * np.random.default_rng(0).random(n)
     labels = data.labels[:n]
-    keep = sel.keep_top(scores, labels, 50)
+    keep = selection_rule.keep_top(scores, labels, 50)
     result = {"scores": scores, "indices": keep, "labels": labels, "cached": False, "path": None,
               "time_s": 0.0, "meta": {"retention_ratio": 50.0, "measure": "gaussian", "embedding": "x",
                                       "embedding_res": 0, "k": 5, "seed": 0, "fingerprint": "f"}}
     summary = json.loads(sel.write_report(data, result, tmp_path, n_images=4, n_classes=2).read_text())
-    assert summary["n_kept"] == len(keep) == sum(sel.keep_count(int(c), 50) for c in np.bincount(labels))
+    assert summary["n_kept"] == len(keep) == sum(selection_rule.keep_count(int(c), 50) for c in np.bincount(labels))
     with Image.open(tmp_path / "score_histogram.png") as im:
         assert im.format == "PNG"
 
@@ -259,7 +260,7 @@ def test_cli_report_files(fmnist_root, tmp_path, run_py):
     assert {c: v["total"] for c, v in summary["per_class"].items()} == \
         {str(c): int(n) for c, n in enumerate(np.bincount(labels))}
     assert summary["per_class"]["0"]["name"] == "T-shirt/top" and summary["per_class"]["9"]["name"] == "Ankle boot"
-    assert all(v["kept"] == sel.keep_count(v["total"], 40) for v in summary["per_class"].values())
+    assert all(v["kept"] == selection_rule.keep_count(v["total"], 40) for v in summary["per_class"].values())
     for name in ("score_histogram.png", "class_0_density.png", "class_2_density.png"):
         with Image.open(report / name) as im:
             assert im.format == "PNG" and min(im.size) > 60
@@ -287,7 +288,7 @@ def test_fmnist_select_from_config_counts_and_embedding_cache(fmnist_root, tmp_p
               "device": "cpu", **EMBED}
     keep = sel.select_from_config(data, config)
     counts = np.bincount(data.labels, minlength=10)
-    assert np.bincount(data.labels[keep], minlength=10).tolist() == [sel.keep_count(n, 50) for n in counts]
+    assert np.bincount(data.labels[keep], minlength=10).tolist() == [selection_rule.keep_count(n, 50) for n in counts]
     assert np.all(np.diff(keep) > 0)
     np.testing.assert_array_equal(sel.select_from_config(data, config), keep)  # selection cache
     for measure, rr in (("ppca", 30), ("nn_dist", 30)):  # new measure/ratio: no re-embedding
@@ -295,7 +296,7 @@ def test_fmnist_select_from_config_counts_and_embedding_cache(fmnist_root, tmp_p
         res = sel.run_selection(data, selection, cache_dir=tmp_path, batch_size=250, num_workers=0, progress=False)
         assert res["embeddings_cached"] and not res["cached"]
         assert np.bincount(data.labels[res["indices"]], minlength=10).tolist() == \
-            [sel.keep_count(n, rr) for n in counts]
+            [selection_rule.keep_count(n, rr) for n in counts]
         # the densest images really differ from the sparsest: scores are not constant
         assert np.ptp(res["scores"]) > 0
 

@@ -40,7 +40,7 @@ _children_lock = threading.Lock()
 
 
 def track(proc: subprocess.Popen) -> None:
-    """Register a running child (experiment_grid.run_logged does, for every subprocess)."""
+    """Register a running child (grid_processes.run_logged does, for every subprocess)."""
     with _children_lock:
         _children.add(proc)
 

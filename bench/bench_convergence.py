@@ -38,6 +38,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 import experiment_grid  # noqa: E402
+import grid_processes  # noqa: E402
 import metric_specs  # noqa: E402
 import utils  # noqa: E402
 
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     base = recipe_flags(recipes[0], args.extra)
     config = vars(utils.prepare_parser().parse_args(base + ["--data_root", data_root, "--device", "cpu"]))
-    experiment_grid.prepare_fmnist(config, args.max_images, args.threads)
+    grid_processes.prepare_fmnist(config, args.max_images, args.threads)
     common = {"max_images": args.max_images, "seconds": args.seconds,
               "machine": {"cpus": len(os.sched_getaffinity(0)), "threads": args.threads,
                           "platform": platform.platform(), "processor": platform.processor()}}

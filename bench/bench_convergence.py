@@ -54,6 +54,7 @@ RECIPES = {
     "fmnist32_cpu_bs32": ("fmnist32_cpu", "--batch_size 32"),
     # The last third of ~10 minutes at batch 32 with linearly decaying learning rates.
     "fmnist32_cpu_bs32_decay": ("fmnist32_cpu", "--batch_size 32 --num_iters 2700 --lr_decay_iters 900"),
+    "fmnist32_cpu_bs16": ("fmnist32_cpu", "--batch_size 16"),
     # Batch 32 with half the width at the 32x32 stages of G and D (where most convolution work is).
     "fmnist32_cpu_bs32_taper": ("fmnist32_cpu", "--batch_size 32 --G_ch_mults 4_4_4_2 --D_ch_mults 2_4_4_4"),
 }
@@ -115,8 +116,12 @@ def train_env(threads: int) -> dict[str, str]:
 def train_for(flags: list[str], seconds: float, test_every: int, out: Path, name: str, threads: int,
               log) -> list[dict]:
     """Run train.py until its first test past `seconds` of training, or to the end of a recipe's
-    own --num_iters (a learning-rate decay needs one); returns the test lines."""
+    own --num_iters (a learning-rate decay needs one); returns the test lines. An earlier run of the
+    same name is removed first (its tests would otherwise be read before train.py starts a new log)."""
     metrics_log = out / "logs" / f"{name}_log.jsonl"
+    for stale in (out / "weights" / name, out / "logs" / name):
+        shutil.rmtree(stale, ignore_errors=True)
+    metrics_log.unlink(missing_ok=True)
     cmd = [sys.executable, str(REPO / "train.py"), "--num_iters", "100000000", *flags, "--experiment_name", name,
            "--base_root", str(out), "--test_every", str(test_every), "--save_every", "100000000",
            "--num_best_copies", "0", "--pbar", "none", "--device", "cpu"]
@@ -238,8 +243,6 @@ def main(argv: list[str] | None = None) -> None:
         label = recipe + (f"+{args.name}" if args.name else "")
         for seed in seeds:
             run_name = f"{label}_seed{seed}".replace("+", "_")
-            if (out / "weights" / run_name).exists():
-                shutil.rmtree(out / "weights" / run_name)
             flags = recipe_flags(recipe, args.extra) + ["--data_root", data_root, "--seed", str(seed)]
 
             def log(test: dict, recipe=label, seed=seed) -> None:

@@ -76,7 +76,11 @@ def test_bench_convergence_tiny_run_on_real_fashion_mnist(tmp_path, fmnist_root,
 
 
 def test_bench_convergence_ends_at_a_recipes_own_num_iters(tmp_path, fmnist_root, run_py):
-    """A recipe with --num_iters (here with a learning-rate decay) ends there, however long the budget."""
+    """A recipe with --num_iters (here with a learning-rate decay) ends there, however long the budget;
+    the tests of an earlier run of the same name are never reported."""
+    stale = tmp_path / "conv" / "logs" / "fmnist32_cpu_ends_seed0_log.jsonl"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"itr": 999, "train_seconds": 0.5, "FID": 1.0, "P": 1.0, "R": 1.0}) + "\n")
     rows = run_tiny_bench(run_py, fmnist_root, tmp_path, "ends", "100000", "--num_iters 6 --lr_decay_iters 3")
     assert [r["itr"] for r in rows if r["name"] == "convergence_curve"] == [3, 6]
     assert rows[-1]["name"] == "convergence_at_budget" and rows[-1]["itr"] == 6

@@ -231,7 +231,10 @@ def main(argv: list[str] | None = None) -> None:
     grid_processes.prepare_fmnist(config, args.max_images, args.threads)
     common = {"max_images": args.max_images, "seconds": args.seconds,
               "machine": {"cpus": len(os.sched_getaffinity(0)), "threads": args.threads,
-                          "platform": platform.platform(), "processor": platform.processor()}}
+                          "platform": platform.platform(), "processor": platform.processor(),
+                          # without bf16 units the recipe's --amp bf16 trains in fp32 (BigGAN._amp_dtype)
+                          "bf16_native": experiment_grid.BigGAN.cpu_runs_bf16_natively()}}
+    experiment_grid.warn_if_bf16_is_emulated(config)
 
     def emit(record: dict) -> None:
         print(json.dumps({**common, **record}), flush=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import BigGAN
 import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -60,6 +61,7 @@ def test_bench_convergence_tiny_run_on_real_fashion_mnist(tmp_path, fmnist_root,
     stopped past the budget, the figure at the budget, and the curves PNG."""
     floor, *curve, final = run_tiny_bench(run_py, fmnist_root, tmp_path, "tiny", "1")
     assert floor["name"] == "real_vs_real" and 0 < floor["precision"] <= 1 and floor["FID"] > 0
+    assert floor["machine"]["bf16_native"] is BigGAN.cpu_runs_bf16_natively()  # is bf16 really bf16 here
     assert curve and all(r["name"] == "convergence_curve" and r["recipe"] == "fmnist32_cpu+tiny" for r in curve)
     assert [r["itr"] for r in curve] == [3 * (i + 1) for i in range(len(curve))]
     assert curve[-1]["train_seconds"] >= 1  # stopped only once the budget was passed

@@ -327,7 +327,29 @@ def test_model_kwargs_and_build_models_from_a_full_config():
         BigGAN.model_kwargs(BigGAN.Generator, dict(config, resolution=0))
 
 
-def test_speed_flags_on_the_cpu_bf16_autocast_and_channels_last():
+def test_bf16_on_a_cpu_without_bf16_units_falls_back_to_fp32_with_a_warning(monkeypatch):
+    """Emulated bf16 convolutions are 10-16x slower than fp32: --amp bf16 must not make them."""
+    monkeypatch.setattr(BigGAN, 'cpu_runs_bf16_natively', lambda: False)
+    with pytest.warns(UserWarning, match='neither AVX512-BF16 nor AMX.*running fp32'):
+        ctx = BigGAN.autocast_context({'amp': 'bf16'}, torch.device('cpu'))
+    with ctx:
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    monkeypatch.setattr(BigGAN, 'cpu_runs_bf16_natively', lambda: True)
+    with BigGAN.autocast_context({'amp': 'bf16'}, torch.device('cpu')):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_cpu_bf16_check_reads_the_cpu_flags():
+    """The check agrees with what the kernel reports for this CPU (Linux /proc/cpuinfo)."""
+    cpuinfo = Path('/proc/cpuinfo')
+    if not cpuinfo.exists():
+        pytest.skip('no /proc/cpuinfo on this system')
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith('flags')).split())
+    assert BigGAN.cpu_runs_bf16_natively() == bool({'avx512_bf16', 'amx_bf16', 'amx_tile'} & flags)
+
+
+def test_speed_flags_on_the_cpu_bf16_autocast_and_channels_last(monkeypatch):
+    monkeypatch.setattr(BigGAN, 'cpu_runs_bf16_natively', lambda: True)  # whatever CPU runs the test
     G, _ = tiny(BigGAN, 32)
     z, y = sample(G, 4)
     with torch.no_grad():

@@ -246,3 +246,16 @@ def test_a_new_flag_with_a_default_keeps_every_signature(monkeypatch):
     assert sigs() == before
     argv.append("--brand_new_option=0.5")  # used with another value: a different experiment
     assert sigs()[0] != before[0]
+
+
+def test_the_grid_says_when_bf16_will_run_as_fp32_on_this_cpu(monkeypatch, capsys):
+    """The CPU recipe asks for bf16; a CPU without bf16 units trains it in fp32, many times slower
+    than the README's timings: the grid says so before it starts, and only then."""
+    config = vars(eg.utils.prepare_parser().parse_args(["--amp", "bf16", "--device", "cpu"]))
+    for native, expect in ((False, True), (True, False)):
+        monkeypatch.setattr(eg.BigGAN, "cpu_runs_bf16_natively", lambda native=native: native)
+        eg.warn_if_bf16_is_emulated(config)
+        assert ("neither AVX512-BF16 nor AMX" in capsys.readouterr().out) is expect
+    monkeypatch.setattr(eg.BigGAN, "cpu_runs_bf16_natively", lambda: False)
+    eg.warn_if_bf16_is_emulated({**config, "amp": "none"})
+    assert capsys.readouterr().out == ""

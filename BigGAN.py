@@ -377,6 +377,7 @@ def build_models(config: dict) -> tuple[nn.Module, nn.Module]:
 
 
 # ----------------------------------------------------------------------------- speed flags
+@functools.cache  # asked at every autocast_context (each step); the CPU does not change
 def cpu_runs_bf16_natively() -> bool:
     """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX tiles), which oneDNN's bf16
     convolutions need to be fast: on an AVX2-only CPU (measured: a 2-core AMD EPYC, Zen 3) the CPU

@@ -37,6 +37,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
+import BigGAN  # noqa: E402
 import experiment_grid  # noqa: E402
 import grid_processes  # noqa: E402
 import metric_specs  # noqa: E402
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
               "machine": {"cpus": len(os.sched_getaffinity(0)), "threads": args.threads,
                           "platform": platform.platform(), "processor": platform.processor(),
                           # without bf16 units the recipe's --amp bf16 trains in fp32 (BigGAN._amp_dtype)
-                          "bf16_native": experiment_grid.BigGAN.cpu_runs_bf16_natively()}}
+                          "bf16_native": BigGAN.cpu_runs_bf16_natively()}}
     experiment_grid.warn_if_bf16_is_emulated(config)
 
     def emit(record: dict) -> None:

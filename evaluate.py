@@ -9,14 +9,16 @@ as written by sample.py, optional `y` labels) or an HDF5 file written by make_hd
 embedded by the same registered feature network (`--feature_net`); metrics are those of
 training and sample.py (same code: FID in float64, PRDC as the `prdc` package), plus KID with
 the cubic polynomial kernel over random subsets. With `--per_class` and labels on both sides,
-every metric is also reported per class.
+every metric is also reported per class, with the class agreement of a conditional generator:
+how often a sample's nearest real image has the sample's class, beside the same figure for the
+real images among themselves (leave-one-out).
 """
 from __future__ import annotations
 
 import argparse
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -133,6 +135,29 @@ def _subset(feats: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndar
     return {k: (v[mask] if v is not None else None) for k, v in feats.items()}
 
 
+def class_agreement(real: dict[str, np.ndarray], fake: dict[str, np.ndarray],
+                    name_of: Callable[[int], str]) -> dict[str, Any]:
+    """How often the nearest real image of a fake image (in the feature space) has the fake's label.
+
+    The same figure for each real image and its nearest other real image (leave-one-out) is
+    what a generator that draws the asked-for class as clearly as the data would score: below
+    it, samples land among a neighbouring class (the per-class `confused_with` names the most
+    frequent one and `confused_share` its share of that class's samples)."""
+    fake_nn = real["labels"][iu.nearest_neighbour_indices(fake["pool"], real["pool"])]
+    real_nn = real["labels"][iu.nearest_neighbour_indices(real["pool"], real["pool"], exclude_self=True)]
+    out: dict[str, Any] = {"class_agreement": float(np.mean(fake_nn == fake["labels"])),
+                           "real_class_agreement": float(np.mean(real_nn == real["labels"])), "per_class": {}}
+    for c in sorted(set(fake["labels"].tolist()) & set(real["labels"].tolist())):
+        mine, theirs = fake_nn[fake["labels"] == c], real_nn[real["labels"] == c]
+        wrong = mine[mine != c]
+        confused = int(np.bincount(wrong).argmax()) if len(wrong) else None
+        out["per_class"][name_of(c)] = {
+            "class_agreement": float(np.mean(mine == c)), "real_class_agreement": float(np.mean(theirs == c)),
+            "confused_with": None if confused is None else name_of(confused),
+            "confused_share": float(np.mean(mine == confused)) if confused is not None else 0.0}
+    return out
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Evaluate --fake against --real; returns (and optionally writes) the results."""
     args = build_parser().parse_args(argv)
@@ -159,9 +184,16 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             raise ValueError("--per_class needs labels on both sides (class subfolders, npz 'y', HDF5 labels)")
         classes = sorted(set(real["labels"].tolist()) & set(fake["labels"].tolist()))
         names = getattr(real_data, "classes", None)
+
+        def name_of(c: int) -> str:
+            return names[c] if names and c < len(names) and names[c] else str(c)
+
+        agreement = class_agreement(real, fake, name_of)
+        results["class_agreement"] = agreement["class_agreement"]
+        results["real_class_agreement"] = agreement["real_class_agreement"]
         results["per_class"] = {
-            (names[c] if names and c < len(names) and names[c] else str(c)):
-                metrics_of(_subset(real, real["labels"] == c), _subset(fake, fake["labels"] == c), wanted, args)
+            name_of(c): {**metrics_of(_subset(real, real["labels"] == c), _subset(fake, fake["labels"] == c),
+                                      wanted, args), **agreement["per_class"][name_of(c)]}
             for c in classes}
     if args.out:
         atomic_write_json(args.out, results)
@@ -176,11 +208,15 @@ def main(argv: list[str] | None = None) -> None:
     """Parse, evaluate, print one line per metric (and per class)."""
     results = run(argv)
     keys = [m.key for m in metric_specs.METRICS if m.key in results]
+    if "class_agreement" in results:
+        keys += ["class_agreement", "real_class_agreement"]
     print(f"{results['fake']} vs {results['real']} ({results['feature_net']}, "
           f"{results['num_fake']} vs {results['num_real']} images)")
     print("  " + "  ".join(f"{k} {_fmt(results[k])}" for k in keys))
     for name, per in results.get("per_class", {}).items():
-        print(f"  class {name}: " + "  ".join(f"{k} {_fmt(per[k])}" for k in keys))
+        confused = (f"  confused_with {per['confused_with']} ({_fmt(per['confused_share'])})"
+                    if per["confused_with"] is not None else "")
+        print(f"  class {name}: " + "  ".join(f"{k} {_fmt(per[k])}" for k in keys) + confused)
 
 
 if __name__ == "__main__":

@@ -211,6 +211,31 @@ def nearest_neighbour_radii(features, nearest_k: int, block_size: int = 0,
     return radii.cpu().numpy()
 
 
+def nearest_neighbour_indices(queries, reference, exclude_self: bool = False, block_size: int = 0,
+                              device: torch.device | str | None = None) -> np.ndarray:
+    """Index into `reference` of each query row's nearest row (Euclidean), block by block.
+
+    With `exclude_self` the queries are the reference itself and a row may not be its own
+    neighbour (leave-one-out)."""
+    dev = torch.device(device) if device else torch.device("cpu")
+    q, ref = _as_tensor(queries, dev), _as_tensor(reference, dev)
+    if q.shape[1] != ref.shape[1]:
+        raise ValueError(f"queries are {q.shape[1]}-d but the reference {ref.shape[1]}-d (different feature networks?)")
+    if exclude_self and q.shape[0] != ref.shape[0]:
+        raise ValueError("exclude_self needs the queries to be the reference rows themselves")
+    if ref.shape[0] < 1 + exclude_self:
+        raise ValueError(f"a nearest neighbour needs at least {1 + exclude_self} reference rows, got {ref.shape[0]}")
+    ref_sq = (ref.double() ** 2).sum(1)
+    out = torch.empty(q.shape[0], dtype=torch.int64, device=dev)
+    rows = _block_rows(ref.shape[0], block_size)
+    for i in range(0, q.shape[0], rows):
+        d = _distances(q[i:i + rows], ref, ref_sq, torch.float64)
+        if exclude_self:
+            d.diagonal(offset=i).fill_(float("inf"))
+        out[i:i + rows] = d.argmin(1)
+    return out.cpu().numpy()
+
+
 def compute_prdc(real_features, fake_features, nearest_k: int = 5, block_size: int = 0,
                  device: torch.device | str | None = None,
                  real_radii: Optional[np.ndarray] = None) -> dict[str, float]:

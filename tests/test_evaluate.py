@@ -88,6 +88,30 @@ def test_a_blurred_copy_is_further_and_per_class_names_come_from_the_folders(sou
     assert all(v["FID"] > 0 for v in blurred["per_class"].values())
 
 
+def test_class_agreement_of_right_and_of_swapped_labels(sources, capsys):
+    right = _evaluate(sources["folder"], sources["npz"], "--per_class", "--metrics", "fid")
+    # Each fake is its own nearest real image; three distinct garments separate well among themselves
+    # (leave-one-out, 10 images a class at 64 px: .87; chance is 1/3).
+    assert right["class_agreement"] == 1.0 and right["real_class_agreement"] >= 0.75
+    assert all(v["class_agreement"] == 1.0 and v["confused_with"] is None for v in right["per_class"].values())
+    # The same images asked for as the next class: every sample lands among its true class.
+    with np.load(sources["npz"]) as data:
+        x, y = data["x"], data["y"]
+    swapped = sources["root"] / "swapped.npz"
+    np.savez(swapped, x=x, y=(y + 1) % 3)
+    names = ["Sneaker", "T-shirt", "Trouser"]  # the folder's classes, sorted
+    res = _evaluate(sources["folder"], swapped, "--per_class", "--metrics", "fid")
+    assert res["class_agreement"] == 0.0 and res["real_class_agreement"] == right["real_class_agreement"]
+    for c, name in enumerate(names):
+        per = res["per_class"][name]
+        assert per["class_agreement"] == 0.0 and per["confused_share"] == 1.0
+        assert per["confused_with"] == names[(c - 1) % 3]
+    evaluate.main(["--real", str(sources["folder"]), "--fake", str(swapped), "--feature_net", "efficientnet_lite0",
+                   "--feature_res", "64", "--device", "cpu", "--per_class", "--metrics", "prdc", "--prdc_k", "3"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("class Trouser:"))
+    assert "class_agreement 0 " in line and line.endswith("confused_with T-shirt (1)")
+
+
 def test_bad_sources_are_clear_errors(sources, tmp_path):
     (tmp_path / "a.txt").write_text("x")
     np.savez(tmp_path / "float.npz", x=np.zeros((4, 8, 8, 3), np.float32))

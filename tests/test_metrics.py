@@ -146,6 +146,24 @@ def test_prdc_identical_sets_and_small_sets():
         iu.compute_prdc(small, small[:, :3], 2)
 
 
+@pytest.mark.parametrize("block_size", [0, 7])
+def test_nearest_neighbour_indices_match_brute_force(block_size):
+    rng = np.random.default_rng(3)
+    ref, queries = rng.standard_normal((40, 8)).astype(np.float32), rng.standard_normal((25, 8)).astype(np.float32)
+    d = np.linalg.norm(queries[:, None].astype(np.float64) - ref[None], axis=-1)
+    assert (iu.nearest_neighbour_indices(queries, ref, block_size=block_size) == d.argmin(1)).all()
+    # Leave-one-out: a row is never its own neighbour, even with a duplicate elsewhere.
+    dup = np.concatenate([ref, ref[:1]])
+    self_d = np.linalg.norm(dup[:, None].astype(np.float64) - dup[None], axis=-1)
+    np.fill_diagonal(self_d, np.inf)
+    loo = iu.nearest_neighbour_indices(dup, dup, exclude_self=True, block_size=block_size)
+    assert (loo == self_d.argmin(1)).all() and loo[0] == 40 and loo[40] == 0
+    with pytest.raises(ValueError, match="exclude_self needs"):
+        iu.nearest_neighbour_indices(queries, ref, exclude_self=True)
+    with pytest.raises(ValueError, match="different feature networks"):
+        iu.nearest_neighbour_indices(queries[:, :3], ref)
+
+
 # --------------------------------------------------------------------------- networks and files
 def test_offline_inception_error_names_file_and_folder_then_loads_from_cache(tmp_path, monkeypatch):
     assert tuple(iu.FEATURE_NETS) == config.FEATURE_NETS

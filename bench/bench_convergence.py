@@ -45,7 +45,8 @@ import utils  # noqa: E402
 
 # (training-log key, metric key) of the curves: FID and precision/recall/density/coverage.
 METRIC_KEYS = tuple((m.log_key, m.key) for m in metric_specs.TRAINING_METRICS if m.family in ("fid", "prdc"))
-# Variants of the presets that the README's recipe table compares (flags appended to the preset).
+# Variants of the presets that the README's recipe table compares: flags appended to the preset
+# and, optionally, on/off switches of the preset left out (a flag with a value is overridden instead).
 RECIPES = {
     "fmnist32_cpu": ("fmnist32_cpu", ""),
     "fmnist32_cpu_dsteps1": ("fmnist32_cpu", "--num_D_steps 1"),
@@ -56,6 +57,11 @@ RECIPES = {
     # The last third of ~10 minutes at batch 32 with linearly decaying learning rates.
     "fmnist32_cpu_bs32_decay": ("fmnist32_cpu", "--batch_size 32 --num_iters 2700 --lr_decay_iters 900"),
     "fmnist32_cpu_bs16": ("fmnist32_cpu", "--batch_size 16"),
+    # Class conditioning against z in G's conditional BN (its input: the class embedding, then a z chunk of 32).
+    "fmnist32_cpu_bs16_sd128": ("fmnist32_cpu", "--batch_size 16 --shared_dim 128"),
+    "fmnist32_cpu_bs16_sd16": ("fmnist32_cpu", "--batch_size 16 --shared_dim 16"),
+    "fmnist32_cpu_bs16_z256": ("fmnist32_cpu", "--batch_size 16 --dim_z 256"),
+    "fmnist32_cpu_bs16_nohier": ("fmnist32_cpu", "--batch_size 16", ("--hier",)),
     # Batch 32 with half the width at the 32x32 stages of G and D (where most convolution work is).
     "fmnist32_cpu_bs32_taper": ("fmnist32_cpu", "--batch_size 32 --G_ch_mults 4_4_4_2 --D_ch_mults 2_4_4_4"),
 }
@@ -64,13 +70,15 @@ RECIPES = {
 def recipe_flags(name: str, extra: str) -> list[str]:
     """train.py flags of recipe `name` (a RECIPES key or an experiment_grid preset) plus `extra`."""
     if name in RECIPES:
-        preset, more = RECIPES[name]
+        preset, more, *rest = RECIPES[name]
+        dropped = set(rest[0]) if rest else set()
     elif name in experiment_grid.PRESETS:
-        preset, more = name, ""
+        preset, more, dropped = name, "", set()
     else:
         raise utils.UserError(f"--recipes: unknown recipe {name!r}; choose from "
                               f"{', '.join(sorted(set(RECIPES) | set(experiment_grid.PRESETS)))}")
-    return experiment_grid.PRESETS[preset][0].split() + more.split() + extra.split()
+    base = [flag for flag in experiment_grid.PRESETS[preset][0].split() if flag not in dropped]
+    return base + more.split() + extra.split()
 
 
 def real_vs_real(config: dict, num_images: int) -> dict:

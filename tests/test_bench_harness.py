@@ -101,6 +101,25 @@ def test_bench_convergence_run_env_sets_threads_and_keeps_the_callers_settings(m
     assert env["PYTHONPATH"] == str(bench_convergence.REPO)
 
 
+def test_bench_convergence_recipes_are_valid_train_configs_and_can_drop_a_switch():
+    """Every recipe parses as train.py flags; a recipe that leaves a switch of its preset out
+    (no hierarchical z) differs from its base only there; an unknown name lists the choices."""
+    import bench_convergence
+    import experiment_grid
+    import utils
+    parser = utils.prepare_parser()
+    for name in bench_convergence.RECIPES:
+        parser.parse_args(bench_convergence.recipe_flags(name, ""))
+    nohier = bench_convergence.recipe_flags("fmnist32_cpu_bs16_nohier", "--seed 3")
+    base = bench_convergence.recipe_flags("fmnist32_cpu_bs16", "--seed 3")
+    assert "--hier" in base and [f for f in base if f != "--hier"] == nohier
+    assert not vars(parser.parse_args(nohier))["hier"] and vars(parser.parse_args(base))["hier"]
+    assert vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs16_sd16", "")))["shared_dim"] == 16
+    assert bench_convergence.recipe_flags("fmnist32_cpu", "") == experiment_grid.PRESETS["fmnist32_cpu"][0].split()
+    with pytest.raises(utils.UserError, match="unknown recipe 'nope'.*fmnist32_cpu_bs16_nohier"):
+        bench_convergence.recipe_flags("nope", "")
+
+
 def test_bench_convergence_replot_draws_runs_made_apart(tmp_path, monkeypatch):
     """--replot draws the curves of several earlier runs' stdout in one figure, without training,
     and refuses files that hold no curves."""

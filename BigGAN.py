@@ -248,7 +248,7 @@ class Discriminator(nn.Module):
                  D_B1: float = 0.0, D_B2: float = 0.999, adam_eps: float = 1e-8,
                  SN_eps: float = 1e-12, output_dim: int = 1, D_mixed_precision: bool = False,
                  D_fp16: bool = False, D_init: str = 'ortho', skip_init: bool = False,
-                 D_param: str = 'SN', **config: Any):
+                 D_param: str = 'SN', D_mbstd_group: int = 0, **config: Any):
         super().__init__()
         check_init(D_init)
         self.ch, self.D_wide, self.resolution = D_ch, D_wide, resolution
@@ -264,8 +264,12 @@ class Discriminator(nn.Module):
             D_param, num_D_SVs, num_D_SV_itrs, SN_eps, D_kernel_size)
 
         attn = parse_attention(D_attn, self.arch['resolution'], '--D_attn')
+        # --D_mbstd_group: the minibatch-std channel joins the input of the last stage.
+        self.mbstd = layers.MinibatchStd(D_mbstd_group) if D_mbstd_group else None
+        last = len(self.arch['in_channels']) - 1
         blocks = []
         for i, (cin, cout) in enumerate(zip(self.arch['in_channels'], self.arch['out_channels'])):
+            cin += int(self.mbstd is not None and i == last)
             stage = [layers.DBlock(cin, cout, self.which_conv, wide=D_wide,
                                    preactivation=i > 0, activation=self.activation,
                                    downsample=nn.AvgPool2d(2) if self.arch['downsample'][i]
@@ -281,7 +285,9 @@ class Discriminator(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features h [N, C]: activations summed over space, before D.linear."""
         h = x
-        for stage in self.blocks:
+        for i, stage in enumerate(self.blocks):
+            if self.mbstd is not None and i == len(self.blocks) - 1:
+                h = self.mbstd(h)
             for block in stage:
                 h = block(h)
         return torch.sum(self.activation(h), [2, 3])

@@ -96,6 +96,10 @@ def _add_architecture_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--D_ch_mults", type=str, default="",
                    help="D's widths in units of D_ch, joined by '_': each stage's output (e.g. 2_4_4_4 narrows "
                         "the first 32 px stage; default: BigGAN's architecture)")
+    g.add_argument("--D_mbstd_group", type=int, default=0,
+                   help="Minibatch standard deviation in D (ProGAN; not in BigGAN): one channel before D's last "
+                        "stage with the features' spread over groups of this many images; a diversity signal "
+                        "for G. 0 = off (default); the batch size must be a multiple")
     g.add_argument("--G_depth", type=int, default=1, help="Resblocks per stage in G (BigGAN-deep)")
     g.add_argument("--D_depth", type=int, default=1, help="Resblocks per stage in D (BigGAN-deep)")
     g.add_argument("--D_thin", action="store_false", dest="D_wide", default=True,
@@ -385,6 +389,7 @@ def name_from_config(config: dict[str, Any]) -> str:
         "seed%d" % c["seed"], "Gch%d" % c["G_ch"], "Dch%d" % c["D_ch"],
         "Gm" + c["G_ch_mults"].replace("_", "-") if c.get("G_ch_mults") else None,
         "Dm" + c["D_ch_mults"].replace("_", "-") if c.get("D_ch_mults") else None,
+        "Dmbstd%d" % c["D_mbstd_group"] if c.get("D_mbstd_group") else None,
         "Gd%d" % c["G_depth"] if c["G_depth"] > 1 else None,
         "Dd%d" % c["D_depth"] if c["D_depth"] > 1 else None,
         "bs%d" % c["batch_size"],

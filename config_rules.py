@@ -107,6 +107,7 @@ RANGES: dict[str, tuple] = {
                      "num_D_SV_itrs", "num_inception_images", "num_pr_images", "prdc_k",
                      "num_standing_accumulations", "selection_batch_size", "nn_k", "insgen_dim",
                      "regan_interval", "sample_num_npz"), _POSITIVE),
+    "D_mbstd_group": (0, None, True, False),
     **dict.fromkeys(("num_workers", "G_batch_size", "shared_dim", "num_save_copies", "num_best_copies",
                      "ema_start", "sv_log_interval", "resolution", "embedding_res", "feature_res",
                      "insgen_real_queue", "insgen_fake_queue", "regan_warmup", "seed", "selection_seed",
@@ -162,6 +163,21 @@ def validate_config(config: dict[str, Any]) -> None:
             ch_mults(config[key], f"--{key}")
             if config.get("model", "BigGAN") != "BigGAN":
                 raise ValueError(f"--{key} applies to --model BigGAN only (BigGAN-deep keeps its own widths)")
+    if config.get("D_mbstd_group"):
+        _check_mbstd(config)
     if config.get("lr_decay_iters") and not 0 < config["lr_decay_iters"] <= (config.get("num_iters") or 0):
         raise ValueError(f"--lr_decay_iters {config['lr_decay_iters']} needs --num_iters of at least as many "
                          f"iterations (the decay ends at --num_iters)")
+
+
+def _check_mbstd(config: dict[str, Any]) -> None:
+    """--D_mbstd_group: BigGAN's D only, a group of at least 2, and batches that fill whole groups
+    (D's batch is [fakes; reals], so a partial group would mix the two)."""
+    group = config["D_mbstd_group"]
+    if config.get("model", "BigGAN") != "BigGAN":
+        raise ValueError("--D_mbstd_group applies to --model BigGAN only")
+    if group < 2:
+        raise ValueError(f"--D_mbstd_group must be 0 (off) or at least 2, got {group}")
+    for key in ("batch_size", "G_batch_size"):
+        if config.get(key) and config[key] % group:
+            raise ValueError(f"--{key} {config[key]} is not a multiple of --D_mbstd_group {group}")

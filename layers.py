@@ -500,3 +500,31 @@ class DBlock(nn.Module):
             if self.downsample is not None:
                 h = self.downsample(h)
         return h + self.shortcut(x)
+
+
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation (Karras et al. 2018, sec. 3), not in BigGAN: appends
+    one channel holding, for each group of `group` images, the standard deviation over the group
+    of every feature, averaged over features and positions. A D that sees how varied a batch is
+    can penalise a G whose samples are alike. Groups are runs of consecutive images (StyleGAN
+    strides them instead) so that D's [fakes; reals] batch never mixes the two when the number
+    of fakes is a multiple of `group`.
+    """
+
+    def __init__(self, group: int):
+        super().__init__()
+        if group < 2:
+            raise ValueError(f"a minibatch-std group needs at least 2 images, got {group}")
+        self.group = group
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = h.shape
+        group = min(self.group, n)
+        if n % group:
+            raise ValueError(f"D got a batch of {n} images, not a multiple of --D_mbstd_group "
+                             f"{self.group}; use batch sizes divisible by it")
+        # fp32 statistics under autocast: a bf16 variance of near-equal features is mostly rounding.
+        grouped = h.float().reshape(n // group, group, *h.shape[1:])
+        spread = torch.sqrt(grouped.var(dim=1, unbiased=False) + 1e-8).mean(dim=(1, 2, 3))
+        channel = spread.repeat_interleave(group).to(h.dtype).view(n, 1, 1, 1).expand(n, 1, height, width)
+        return torch.cat([h, channel], 1)

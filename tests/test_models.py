@@ -274,6 +274,45 @@ def test_constructor_errors():
         BigGAN.build_models({'model': 'StyleGAN'})
 
 
+def test_minibatch_std_channel_is_each_groups_feature_spread():
+    torch.manual_seed(0)
+    h = torch.randn(8, 3, 2, 2)
+    h[:4] = h[0]  # the first group of four: one image repeated
+    out = layers.MinibatchStd(4)(h)
+    assert out.shape == (8, 4, 2, 2) and torch.equal(out[:, :3], h)
+    spread = out[:, 3]
+    # per group: the population std of every feature over the group, averaged over features and positions
+    expected = np.sqrt(h[4:].double().numpy().var(axis=0) + 1e-8).mean()
+    assert torch.allclose(spread[4:], torch.full((4, 2, 2), expected, dtype=torch.float32), rtol=1e-6)
+    assert torch.allclose(spread[:4], torch.full((4, 2, 2), 1e-4), rtol=1e-3)
+    # a batch smaller than the group is one group; one that does not fill whole groups is refused
+    assert torch.allclose(layers.MinibatchStd(16)(h)[:, 3], out.new_full((8, 2, 2), float(
+        np.sqrt(h.double().numpy().var(axis=0) + 1e-8).mean())), rtol=1e-6)
+    with pytest.raises(ValueError, match="batch of 6 images, not a multiple of --D_mbstd_group 4"):
+        layers.MinibatchStd(4)(h[:6])
+    with pytest.raises(ValueError, match="at least 2 images"):
+        layers.MinibatchStd(1)
+
+
+def test_minibatch_std_D_never_mixes_fakes_with_reals():
+    G, D = tiny(BigGAN, 32, ch=4, D_mbstd_group=2)
+    _, plain = tiny(BigGAN, 32, ch=4)
+    D.eval()  # no power-iteration update between the two calls
+    last = D.blocks[-1][0]
+    assert (last.conv1.weight.shape, last.conv_sc.weight.shape) == ((16, 17, 3, 3), (16, 17, 1, 1))
+    assert set(D.state_dict()) - set(plain.state_dict()) == {'blocks.3.0.conv_sc.weight', 'blocks.3.0.conv_sc.u0',
+                                                             'blocks.3.0.conv_sc.sv0', 'blocks.3.0.conv_sc.bias'}
+    torch.manual_seed(1)
+    fakes, reals, y = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32), torch.arange(8) % 3
+    with torch.no_grad():
+        out = D(torch.cat([fakes, reals]), y)
+        other_reals = D(torch.cat([fakes, torch.randn(4, 3, 32, 32)]), y)
+        other_partner = D(torch.cat([fakes[:2], fakes[2:3], fakes[2:3], reals]), y)
+    assert torch.equal(out[:4], other_reals[:4]) and not torch.equal(out[4:], other_reals[4:])
+    # an image's logit depends on its group partner: the spread of its group is an input
+    assert torch.equal(out[:2], other_partner[:2]) and not torch.allclose(out[2], other_partner[2])
+
+
 def test_width_flags_set_each_stages_channels_and_default_to_biggans_architecture():
     def weights(G, D):
         return [t for net in (G, D) for t in net.state_dict().values()]

@@ -512,6 +512,7 @@ def test_resume_by_name_alone_continues_the_run_bit_for_bit(fmnist_folder, unint
     (["--dataset", "FMNIST32"], ["--dataset FMNIST32 (run: custom)"]),
     (["--seed", "3"], ["--seed 3 (run: 0)"]),
     (["--D_ch_mults", "2_4_4_4"], ["--D_ch_mults 2_4_4_4 (run: '')"]),
+    (["--D_mbstd_group", "2"], ["--D_mbstd_group 2 (run: 0)"]),
 ])
 def test_resume_refuses_flags_that_change_the_experiment(fmnist_folder, tmp_path, flags, named):
     import train
@@ -555,6 +556,16 @@ def test_a_run_with_width_schedules_trains_and_sample_py_rebuilds_it(fmnist_fold
         sample.load_generator({**config, "use_ema": True, "G_ch_mults": ""}, weights, None, "config.json",
                               torch.device("cpu"))
 
+
+def test_a_run_with_minibatch_std_in_D_trains_with_its_extra_channel(fmnist_folder, tmp_path):
+    train_in_process(fmnist_folder, tmp_path, "--num_iters", "2", "--save_every", "2", "--D_mbstd_group", "2")
+    weights = tmp_path / "weights" / "tiny"
+    assert json.loads((weights / "config.json").read_text())["D_mbstd_group"] == 2
+    D = torch.load(weights / "D.pth", weights_only=True)
+    # D_ch 8 at 32 px: the last stage reads 32 channels and the spread channel
+    assert D["blocks.3.0.conv1.weight"].shape == (32, 33, 3, 3) and D["blocks.3.0.conv_sc.weight"].shape == (32, 33, 1, 1)
+    losses = read_jsonl(tmp_path / "logs" / "tiny" / "losses.jsonl")
+    assert losses[-1]["itr"] == 2 and all(np.isfinite(v) for v in losses[-1].values())
 
 def test_lr_decay_is_a_step_at_the_decayed_rate_and_is_recorded(fmnist_folder, tmp_path):
     # --lr_decay_iters 2 of 2 iterations: scale 1 at iteration 1 and 1/2 at iteration 2. The same

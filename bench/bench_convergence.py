@@ -169,8 +169,14 @@ def at_budget(tests: list[dict], seconds: float) -> dict:
     return before[-1]
 
 
-def plot(records: list[dict], floor: dict, path: Path) -> None:
-    """Five panels (FID, P, R, D, C against training seconds), one line per recipe and seed."""
+# --by: what the curves are drawn against (a record's key and the axis label).
+X_AXES = {"seconds": ("train_seconds", "training seconds"), "iterations": ("itr", "iterations")}
+
+
+def plot(records: list[dict], floor: dict, path: Path, by: str = "seconds") -> None:
+    """Five panels (FID, P, R, D, C against training seconds or iterations), one line per recipe
+    and seed."""
+    x_key, x_label = X_AXES[by]
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -180,11 +186,11 @@ def plot(records: list[dict], floor: dict, path: Path) -> None:
     for ax, (short, long) in zip(axes, METRIC_KEYS):
         for (recipe, seed) in sorted({(r["recipe"], r["seed"]) for r in records}):
             rows = [r for r in records if r["recipe"] == recipe and r["seed"] == seed]
-            ax.plot([r["train_seconds"] for r in rows], [r[long] for r in rows], marker="o", ms=3,
+            ax.plot([r[x_key] for r in rows], [r[long] for r in rows], marker="o", ms=3,
                     color=colours[recipe], label=f"{recipe} (seed {seed})")
         ax.axhline(floor[long], color="k", ls="--", lw=1, label="real vs real")
         ax.set_title(long if short != "FID" else "FID (lower is better)")
-        ax.set_xlabel("training seconds (2 CPU cores)" if os.cpu_count() == 2 else "training seconds")
+        ax.set_xlabel(f"{x_label} (2 CPU cores)" if by == "seconds" and os.cpu_count() == 2 else x_label)
         if short == "FID":
             ax.set_yscale("log")
     axes[0].legend(fontsize=7)
@@ -195,7 +201,7 @@ def plot(records: list[dict], floor: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def replot(paths: list[str], png: Path) -> None:
+def replot(paths: list[str], png: Path, by: str = "seconds") -> None:
     """Draw the curves of earlier runs (this script's JSON lines, several files side by side)."""
     records, floors = [], []
     for path in paths:
@@ -209,7 +215,7 @@ def replot(paths: list[str], png: Path) -> None:
     if not records or not floors:
         raise utils.UserError(f"--replot: {', '.join(paths)} hold no convergence_curve and real_vs_real "
                               "lines; give the stdout files of earlier runs of this script")
-    plot(records, floors[0], png)
+    plot(records, floors[0], png, by)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,9 +233,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--png", default=str(BENCH / "convergence.png"), help="the curves (default: %(default)s)")
     p.add_argument("--replot", nargs="+", default=[], metavar="JSONL",
                    help="only draw --png from the stdout of earlier runs (one figure for runs made apart)")
+    p.add_argument("--by", choices=sorted(X_AXES), default="seconds",
+                   help="x axis of the curves: training seconds (default) or iterations, the fair axis for "
+                        "runs that shared the cores with others")
     args = p.parse_args(argv)
     if args.replot:
-        return replot(args.replot, Path(args.png))
+        return replot(args.replot, Path(args.png), args.by)
     if args.seconds <= 0 or args.test_every < 1 or args.threads < 1:
         raise utils.UserError("--seconds must be > 0, --test_every and --threads >= 1")
     out = Path(args.out)

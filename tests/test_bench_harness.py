@@ -134,10 +134,24 @@ def test_bench_convergence_replot_draws_runs_made_apart(tmp_path, monkeypatch):
     second.write_text("some warning\n" + "\n".join(json.dumps(r) for r in [floor, curve("b", 1, 300, 80.0)]))
     seen = {}
     with monkeypatch.context() as patch:
-        patch.setattr(bench_convergence, "plot", lambda records, fl, path: seen.update(records=records, floor=fl, path=path))
+        patch.setattr(bench_convergence, "plot",
+                      lambda records, fl, path, by: seen.update(records=records, floor=fl, path=path, by=by))
+        bench_convergence.main(["--replot", str(first), str(second), "--png", str(tmp_path / "x.png")])
+        assert seen["by"] == "seconds"
+        bench_convergence.main(["--replot", str(first), "--png", str(tmp_path / "x.png"), "--by", "iterations"])
+        assert seen["by"] == "iterations" and len(seen["records"]) == 2
         bench_convergence.main(["--replot", str(first), str(second), "--png", str(tmp_path / "x.png")])
     assert [(r["recipe"], r["seed"], r["itr"]) for r in seen["records"]] == [("a", 0, 300), ("a", 0, 600), ("b", 1, 300)]
     assert seen["floor"]["FID"] == 5.9 and seen["path"] == tmp_path / "x.png"
+    # drawn against iterations, the x data are the records' iteration numbers
+    drawn = {}
+    with monkeypatch.context() as patch:
+        import matplotlib.axes
+        original = matplotlib.axes.Axes.plot
+        patch.setattr(matplotlib.axes.Axes, "plot",
+                      lambda ax, x, *a, **k: drawn.setdefault(k.get("label"), list(x)) and original(ax, x, *a, **k))
+        bench_convergence.main(["--replot", str(first), "--png", str(tmp_path / "i.png"), "--by", "iterations"])
+    assert drawn["a (seed 0)"] == [300, 600]
     bench_convergence.main(["--replot", str(first), str(second), "--png", str(tmp_path / "curves.png")])
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     empty = tmp_path / "empty.jsonl"

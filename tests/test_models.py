@@ -16,6 +16,7 @@ from PIL import Image
 import BigGAN
 import BigGANdeep
 import layers
+import spectral_norm
 import sync_batchnorm
 
 REF = Path('/work/shared/reference/biggan_pytorch_state_dicts.json')
@@ -80,10 +81,10 @@ def test_deep_generator_512_and_unsupported_resolutions():
 def test_spectral_norm_converges_to_top_singular_values(shape):
     torch.manual_seed(0)
     if len(shape) == 2:
-        layer = layers.SNLinear(shape[1], shape[0], num_svs=2, num_itrs=1)
+        layer = spectral_norm.SNLinear(shape[1], shape[0], num_svs=2, num_itrs=1)
         x = torch.randn(2, shape[1])
     else:
-        layer = layers.SNConv2d(shape[1], shape[0], 3, padding=1, num_svs=2)
+        layer = spectral_norm.SNConv2d(shape[1], shape[0], 3, padding=1, num_svs=2)
         x = torch.randn(2, shape[1], 5, 5)
     W = layer.weight.detach().reshape(shape[0], -1)
     true = torch.linalg.svdvals(W)
@@ -103,7 +104,7 @@ def test_spectral_norm_converges_to_top_singular_values(shape):
 
 def test_conditional_bn_depends_on_class():
     torch.manual_seed(0)
-    for which in (nn.Embedding, functools.partial(layers.SNLinear, bias=False)):
+    for which in (nn.Embedding, functools.partial(spectral_norm.SNLinear, bias=False)):
         bn = layers.ccbn(6, 5 if which is nn.Embedding else 7, which)
         x = torch.randn(1, 6, 3, 3).expand(4, -1, -1, -1)  # one image, four conditions
         y = torch.tensor([0, 1, 2, 3]) if which is nn.Embedding else torch.randn(4, 7)
@@ -132,7 +133,7 @@ def test_attention_starts_as_identity():
 
 def test_fused_resampling_matches_two_step_form():
     torch.manual_seed(0)
-    conv = layers.SNConv2d(6, 5, 3, padding=1)
+    conv = spectral_norm.SNConv2d(6, 5, 3, padding=1)
     conv.eval()  # the same normalised weight on both paths
     x = torch.randn(2, 6, 8, 8, requires_grad=True)
     W = conv.W_()
@@ -360,7 +361,7 @@ def test_model_kwargs_and_build_models_from_a_full_config():
     G, D = BigGAN.build_models(config)
     assert isinstance(G, BigGANdeep.Generator) and isinstance(D, BigGANdeep.Discriminator)
     assert (G.lr, G.B2, G.adam_eps, D.lr) == (1e-4, 0.99, 1e-6, 4e-4)
-    assert not isinstance(D.linear, layers.SN) and isinstance(G.linear, layers.SN)
+    assert not isinstance(D.linear, spectral_norm.SN) and isinstance(G.linear, spectral_norm.SN)
     assert not hasattr(G, 'optim') and not hasattr(D, 'optim')
     with pytest.raises(ValueError, match='resolution'):
         BigGAN.model_kwargs(BigGAN.Generator, dict(config, resolution=0))

@@ -17,6 +17,7 @@ import importlib
 import math
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -362,9 +363,12 @@ CASES = [
 ]
 
 
-def invoke(entry: str, argv: list[str], capsys) -> tuple[int, str]:
+def invoke(entry: str, argv: list[str], capsys, monkeypatch) -> tuple[int, str]:
     """Run an entry point's main in-process the way its __main__ block does; (exit code, stderr)."""
     module = importlib.import_module(entry)
+    # argparse names the program after sys.argv[0]: `python train.py` gives "train.py", a pytest-xdist
+    # worker "-c".
+    monkeypatch.setattr(sys, "argv", [f"{entry}.py", *argv])
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         if entry == "make_hdf5":
@@ -375,7 +379,8 @@ def invoke(entry: str, argv: list[str], capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_fails_with_one_line_and_touches_nothing(case: Case, ws, fmnist_root, tmp_path, capsys):
+def test_bad_input_fails_with_one_line_and_touches_nothing(case: Case, ws, fmnist_root, tmp_path, capsys,
+                                                           monkeypatch):
     if case.needs_no_cuda and torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     root = tmp_path / "w"
@@ -387,7 +392,7 @@ def test_bad_input_fails_with_one_line_and_touches_nothing(case: Case, ws, fmnis
     elif case.setup is not None:
         case.setup(root)
     before = tree_hashes(root)
-    code, err = invoke(case.entry, case.args(root), capsys)
+    code, err = invoke(case.entry, case.args(root), capsys, monkeypatch)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     last = lines[-1] if lines else ""
     print(f"CATALOGUE {case.id} | {case.entry} | {last}")  # shown with -rP; the README table

@@ -16,7 +16,7 @@ import experiment_grid as eg
 import launchers
 
 pytest.importorskip("submitit")
-ITERS = 300
+ITERS = 60
 
 
 def _descendants(pid: int) -> list[int]:
@@ -57,7 +57,8 @@ def _grid(tmp_path, data_root, fmnist_root, monkeypatch, *extra: str) -> eg.Grid
         "--prepare", "--max_images", "100", "--data_root", str(data_root), "--cells", "none",
         "--launcher", "submitit-local", "--slurm_cpus", "1", "--threads", "1", "--G_ch", "8", "--D_ch", "8",
         "--batch_size", "8", "--dim_z", "16", "--shared_dim", "8", "--num_iters", str(ITERS),
-        "--num_inception_images", "24", "--num_pr_images", "24", "--prdc_k", "3", "--save_every", "100000",
+        "--num_inception_images", "24", "--num_pr_images", "24", "--prdc_k", "3", "--feature_res", "32",
+        "--save_every", "100000",
         "--log_every", "1", *extra])
 
 

@@ -28,7 +28,8 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
     out = tmp_path / "quickstart"
     env = dict(os.environ, FMNIST_ROOT=str(fmnist_root), QS_OUT=str(out), PYTHON=sys.executable,
                OMP_NUM_THREADS="1", **TINY)
-    proc = subprocess.run(["bash", "scripts/quickstart.sh", "--dim_z", "16", "--shared_dim", "8", "--prdc_k", "3"],
+    proc = subprocess.run(["bash", "scripts/quickstart.sh", "--dim_z", "16", "--shared_dim", "8", "--prdc_k", "3",
+                           "--feature_res", "32"],
                           cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "[setup]" in proc.stdout  # set-up ran first (and was quick: the venv is current)

@@ -17,7 +17,8 @@ from PIL import Image
 import experiment_grid as eg
 
 HEADER = "| Instance Selection | RR (%) | Embedding | Pretraining | IS ↑ | FID ↓ | P ↑ | R ↑ | D ↑ | C ↑ |"
-TINY_FLAGS = ["--dim_z", "16", "--shared_dim", "8", "--prdc_k", "3", "--save_every", "2", "--log_every", "1"]
+TINY_FLAGS = ["--dim_z", "16", "--shared_dim", "8", "--prdc_k", "3", "--feature_res", "32", "--save_every", "2",
+              "--log_every", "1"]
 
 
 @pytest.fixture(scope="module")

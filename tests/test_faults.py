@@ -40,6 +40,7 @@ import torch
 
 import checkpoints
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one xdist worker runs the whole file: module fixtures built once
 REPO = Path(__file__).resolve().parents[1]
 ITERS, SAVE_EVERY = 8, 2
 FILES_PER_SAVE = 12  # 6 .pth files (G, G_optim, D, D_optim, G_ema, state_dict) x (copy + main)

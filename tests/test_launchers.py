@@ -16,6 +16,7 @@ import experiment_grid as eg
 import launchers
 
 pytest.importorskip("submitit")
+pytestmark = pytest.mark.xdist_group(__name__)  # one xdist worker runs the whole file: module fixtures built once
 ITERS = 60
 
 

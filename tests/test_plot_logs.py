@@ -16,6 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "logs"))
 import plot_logs  # noqa: E402
 
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one xdist worker runs the whole file: module fixtures built once
+
+
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory, run_py, fmnist_root) -> Path:
     """The real logs, plus a second experiment: the same logs with one torn line appended."""

@@ -16,6 +16,7 @@ from PIL import Image
 
 import experiment_grid as eg
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one xdist worker runs the whole file: module fixtures built once
 HEADER = "| Instance Selection | RR (%) | Embedding | Pretraining | IS ↑ | FID ↓ | P ↑ | R ↑ | D ↑ | C ↑ |"
 TINY_FLAGS = ["--dim_z", "16", "--shared_dim", "8", "--prdc_k", "3", "--feature_res", "32", "--save_every", "2",
               "--log_every", "1"]

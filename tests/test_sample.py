@@ -18,6 +18,7 @@ from PIL import Image
 import sampling
 import utils
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one xdist worker runs the whole file: module fixtures built once
 EXP = "tiny"
 FEATURE_NET = "efficientnet_lite0"
 METRIC_KEYS = {"IS_mean", "IS_std", "FID", "precision", "recall", "density", "coverage"}

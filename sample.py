@@ -279,16 +279,25 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
 
     if config["sample_inception_metrics"] or trunc_values:
         get_metrics = metrics_function(config)
+        from backbones import BACKBONES
 
         def measure() -> dict[str, Any]:
             raw = get_metrics(sample_fn, config["num_inception_images"])
             return {k: _clean(v) for k, v in raw.items()}
 
+        # Every choice that moves the scores goes into the record: how G drew the samples (BN
+        # statistics of which batch, the noise's std and truncation, the seed) and how they were scored.
         header = {"experiment": experiment, "itr": itr, "weights": suffix or "latest",
                   "use_ema": config["use_ema"], "G_eval_mode": config["G_eval_mode"],
-                  "accumulate_stats": config["accumulate_stats"], "feature_net": config["feature_net"],
-                  "dataset": config["dataset"], "num_images": config["num_inception_images"]}
-        header["truncation"] = config["truncation"]
+                  "accumulate_stats": config["accumulate_stats"],
+                  "num_standing_accumulations": (config["num_standing_accumulations"]
+                                                 if config["accumulate_stats"] else 0),
+                  "batch_size": batch, "z_var": config["z_var"], "seed": config["seed"],
+                  "feature_net": config["feature_net"],
+                  "feature_res": config["feature_res"] or BACKBONES[config["feature_net"]].resolution,
+                  "dataset": config["dataset"], "num_images": config["num_inception_images"],
+                  "num_pr_images": config["num_pr_images"], "prdc_k": config["prdc_k"],
+                  "truncation": config["truncation"]}
         if config["sample_inception_metrics"]:
             sampler.truncation = config["truncation"]
             start = time.time()

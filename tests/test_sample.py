@@ -144,6 +144,12 @@ def test_metrics_and_truncation_curves(sampled):
     metrics = json.loads((sampled / "metrics_ema.json").read_text())
     assert METRIC_KEYS <= set(metrics) and metrics["feature_net"] == FEATURE_NET
     assert metrics["itr"] == 2 and metrics["num_images"] == 16
+    # how the samples were drawn and scored travels with the scores (the fixture's flags, the defaults)
+    drawn = ("G_eval_mode", "accumulate_stats", "num_standing_accumulations", "batch_size", "z_var",
+             "truncation", "seed", "feature_res", "num_pr_images", "prdc_k")
+    assert {k: metrics[k] for k in drawn} == {
+        "G_eval_mode": True, "accumulate_stats": False, "num_standing_accumulations": 0, "batch_size": 16,
+        "z_var": 1.0, "truncation": 0.0, "seed": 0, "feature_res": 224, "num_pr_images": 16, "prdc_k": 3}
     assert metrics["FID"] > 0 and 0 <= metrics["precision"] <= 1 and metrics["IS_mean"] >= 1
     curves = json.loads((sampled / "trunc_curves_ema.json").read_text())
     assert [e["truncation"] for e in curves["curve"]] == [0.5, 1.0]

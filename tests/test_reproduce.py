@@ -186,13 +186,24 @@ def test_seeds_aggregate_to_mean_and_sample_std_and_the_noise_test():
     assert base["metrics_std"]["precision"] == pytest.approx(0.1)  # ddof=1
     assert base["metrics_std"]["recall"] == 0 and base["train_seconds"] == 6.0
     assert eg.aggregate(runs[:1])["n_seeds"] == 1 and "metrics_std" not in eg.aggregate(runs[:1])
-    # Standard error of the difference: sqrt(0.1^2/3 + 0.1^2/3) = 0.0816; 2 SE = 0.163.
-    near = eg.aggregate([_record("gaussian_50", s, precision=p, recall=0.3) for s, p in enumerate((0.6, 0.7, 0.8))])
-    far = eg.aggregate([_record("gaussian_50", s, precision=p, recall=0.1) for s, p in enumerate((0.8, 0.9, 1.0))])
-    verdict, z = grid_report.compare(base, near, "precision", "↑")
-    assert verdict == "within noise" and z == pytest.approx(0.1 / 0.0816497, rel=1e-4)
-    assert grid_report.compare(base, far, "precision", "↑")[0] == "better"
+    # Welch's t-test on the aggregates equals scipy's on the seeds' values.
+    from scipy import stats
+    near_values, far_values, mid_values = (0.6, 0.7, 0.8), (0.8, 0.9, 1.0), (0.7, 0.8, 0.72)
+    near = eg.aggregate([_record("gaussian_50", s, precision=p, recall=0.3) for s, p in enumerate(near_values)])
+    far = eg.aggregate([_record("gaussian_50", s, precision=p, recall=0.1) for s, p in enumerate(far_values)])
+    mid = eg.aggregate([_record("gaussian_50", s, precision=p, recall=0.3) for s, p in enumerate(mid_values)])
+    for other, values in ((near, near_values), (far, far_values), (mid, mid_values)):
+        test = grid_report.compare(base, other, "precision", "↑")[1]
+        reference = stats.ttest_ind(values, (0.5, 0.6, 0.7), equal_var=False)
+        assert (test.t, test.p) == pytest.approx((reference.statistic, reference.pvalue), rel=1e-9)
+    verdict, test = grid_report.compare(base, near, "precision", "↑")
+    assert verdict == "within noise" and test.t == pytest.approx(0.1 / 0.0816497, rel=1e-4)
+    assert grid_report.compare(base, far, "precision", "↑")[0] == "better"  # t 3.7, df 4, p .02
+    # 2.1 standard errors but p .12 (df 3.0): a change by "twice its SE", within noise by Welch.
+    verdict, test = grid_report.compare(base, mid, "precision", "↑")
+    assert verdict == "within noise" and test.t > 2 and 0.05 < test.p < 0.15
     assert grid_report.compare(base, far, "recall", "↑")[0] == "worse"  # 0.3 -> 0.1 with zero spread
+    assert grid_report.compare(base, eg.aggregate(runs), "recall", "↑")[0] == "within noise"  # equal, no spread
     assert grid_report.metric_text(base, "precision", "{:.3f}") == "0.600 ± 0.100"
     # One seed: the sign decides and the summary says it is not a test.
     single = {**runs[0], "n_seeds": 1}

@@ -221,7 +221,8 @@ def replot(paths: list[str], png: Path, by: str = "seconds") -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipes", default="fmnist32_cpu", help="comma-separated RECIPES keys or presets")
-    p.add_argument("--extra", default="", help="train.py flags appended to every recipe")
+    p.add_argument("--extra", default="", help="train.py flags appended to every recipe; a single flag "
+                   "without a value is written --extra=--compile (argparse reads '--extra --compile' as two options)")
     p.add_argument("--name", default="", help="suffix of the recipe names in the output (with --extra)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=600, help="training seconds per run (default: %(default)s)")

@@ -11,7 +11,8 @@
 #      seeds 0, 1, 2: on all images, on the uniform half and on the selected half;
 #   5. score every run against ALL the images (IS, FID, precision, recall, density, coverage) and
 #      write the summary: mean +- std over seeds, "better"/"worse"/"within noise" against all
-#      data, and whether the paper's directions held (summary.md, summary.png, samples.png, curves/).
+#      data (Welch's t-test, p < .05), and whether the paper's directions held (summary.md,
+#      summary.png, samples.png, curves/).
 # Run it again and finished steps are read back, not redone (an interrupted run resumes).
 # Environment (defaults): QS_OUT (results/quickstart), QS_IMAGES (3000; 0 = all 60k),
 #   QS_ITERS (the preset's 350), QS_SEEDS (0,1,2), QS_BATCH, QS_CH, QS_EVAL_IMAGES (1000),

@@ -58,6 +58,7 @@ class Difference(NamedTuple):
     p: float
 
     def text(self) -> str:
+        """How a verdict line shows it: '+2.7 SE, p 0.031'."""
         return f"{self.t:+.1f} SE, p {self.p:.2g}"
 
 

@@ -385,6 +385,11 @@ class FeatureNet(nn.Module):
         return pool.float(), None if logits is None else logits.float()
 
 
+def input_resolution(name: str, resolution: int = 0) -> int:
+    """The input size backbone `name` sees: `resolution`, or the network's own when it is 0."""
+    return int(resolution) or BACKBONES[name].resolution
+
+
 def build_backbone(name: str, weights_path: str = "", device: torch.device | str | None = None,
                    resolution: int = 0, flag: str = "--inception_weights") -> FeatureNet:
     """Build backbone `name` (a key of BACKBONES) in eval mode, channels_last, on `device`.
@@ -398,7 +403,7 @@ def build_backbone(name: str, weights_path: str = "", device: torch.device | str
         raise ValueError(f"resolution must be >= 0 (0 = the network's own), got {resolution}")
     spec = BACKBONES[name]
     body, weights_id = spec.build(weights_path, flag)
-    net = FeatureNet(name, body, weights_id, resolution or spec.resolution, spec.normalization)
+    net = FeatureNet(name, body, weights_id, input_resolution(name, resolution), spec.normalization)
     net = net.to(device=torch.device(device) if device else torch.device("cpu"),
                  memory_format=torch.channels_last)
     return net.eval().requires_grad_(False)

@@ -136,8 +136,9 @@ def embedding_preprocessing(embedding: str, embedding_res: int) -> dict[str, Any
     from embeddings import EMBEDDINGS
     if embedding not in EMBEDDINGS:
         raise ValueError(f"--embedding {embedding!r} is unknown; choose one of {', '.join(EMBEDDINGS)}")
-    spec = backbones.BACKBONES[EMBEDDINGS[embedding].backbone]
-    return {"input_res": int(embedding_res) or spec.resolution, "normalization": spec.normalization,
+    name = EMBEDDINGS[embedding].backbone
+    spec = backbones.BACKBONES[name]
+    return {"input_res": backbones.input_resolution(name, embedding_res), "normalization": spec.normalization,
             "resize_method": backbones.RESIZE_METHOD}
 
 

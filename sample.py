@@ -279,7 +279,7 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
 
     if config["sample_inception_metrics"] or trunc_values:
         get_metrics = metrics_function(config)
-        from backbones import BACKBONES
+        from backbones import input_resolution
 
         def measure() -> dict[str, Any]:
             raw = get_metrics(sample_fn, config["num_inception_images"])
@@ -294,7 +294,7 @@ def run(config: dict, explicit: set[str]) -> dict[str, Any]:
                                                  if config["accumulate_stats"] else 0),
                   "batch_size": batch, "z_var": config["z_var"], "seed": config["seed"],
                   "feature_net": config["feature_net"],
-                  "feature_res": config["feature_res"] or BACKBONES[config["feature_net"]].resolution,
+                  "feature_res": input_resolution(config["feature_net"], config["feature_res"]),
                   "dataset": config["dataset"], "num_images": config["num_inception_images"],
                   "num_pr_images": config["num_pr_images"], "prdc_k": config["prdc_k"],
                   "truncation": config["truncation"]}

@@ -63,7 +63,8 @@ RECIPES = {
     "fmnist32_cpu_bs16_z256": ("fmnist32_cpu", "--batch_size 16 --dim_z 256"),
     "fmnist32_cpu_bs16_nohier": ("fmnist32_cpu", "--batch_size 16", ("--hier",)),
     # A diversity signal for D: ProGAN's minibatch standard deviation over groups of 4 (layers.MinibatchStd).
-    "fmnist32_cpu_bs16_sd16_mbstd4": ("fmnist32_cpu", "--batch_size 16 --shared_dim 16 --D_mbstd_group 4"),
+    # (The quickstart's preset, fmnist32_cpu_mbstd: batch 16, class embedding 16, --D_mbstd_group 4.)
+    "fmnist32_cpu_bs16_sd16_mbstd4": ("fmnist32_cpu_mbstd", ""),
     # Batch 32 with half the width at the 32x32 stages of G and D (where most convolution work is).
     "fmnist32_cpu_bs32_taper": ("fmnist32_cpu", "--batch_size 32 --G_ch_mults 4_4_4_2 --D_ch_mults 2_4_4_4"),
 }

@@ -16,11 +16,12 @@
 #   PRESET=imagenet64 DATA_ROOT=data JOBS=4 GPUS=0,1,2,3 bash scripts/reproduce_table1.sh
 #
 # Environment (empty = the preset's value):
-#   PRESET (fmnist32_cpu | imagenet64), OUT_DIR (results/table1), CELLS (comma list, e.g. none,gaussian_50),
-#   DATASET, DATA_ROOT (fmnist32_cpu: results/data/fmnist32_n$MAX_IMAGES, made if missing; else data),
+#   PRESET (fmnist32_cpu, the README table's | fmnist32_cpu_mbstd, the quickstart's recipe | imagenet64),
+#   OUT_DIR (results/table1), CELLS (comma list, e.g. none,gaussian_50),
+#   DATASET, DATA_ROOT (fmnist32_cpu*: results/data/fmnist32_n$MAX_IMAGES, made if missing; else data),
 #   MAX_IMAGES (5000; 0 = all 60k), RESOLUTION, CH (G_ch = D_ch), BATCH, ITERS, EMBEDDING,
 #   EMBEDDING_RES, FEATURE_NET, EVAL_IMAGES (generated and real images for the metrics),
-#   SEEDS (every row trained once per seed, mean +- std reported; fmnist32_cpu: 0,1,2, else the one SEED), SEED,
+#   SEEDS (every row trained once per seed, mean +- std reported; fmnist32_cpu*: 0,1,2, else the one SEED), SEED,
 #   JOBS (rows trained at once: 2 on CPU, 1 on GPU), GPUS (ids, one per job), DEVICE, PYTHON.
 # Extra arguments are train.py flags for every row and win over all of the above, e.g. --G_lr 1e-4.
 # scripts/reproduce_figure3.sh runs this script with GRID=figure3 (the retention-ratio sweep, RATIOS).
@@ -33,17 +34,17 @@ GRID=${GRID:-table1}
 PRESET=${PRESET:-fmnist32_cpu}
 OUT_DIR=${OUT_DIR:-results/$GRID}
 args=(--grid "$GRID" --output_dir "$OUT_DIR" --preset "$PRESET")
-if [ "$PRESET" = fmnist32_cpu ] && [ "${DATASET:-FMNIST32_hdf5}" = FMNIST32_hdf5 ]; then
+if [[ $PRESET == fmnist32_cpu* ]] && [ "${DATASET:-FMNIST32_hdf5}" = FMNIST32_hdf5 ]; then
   MAX_IMAGES=${MAX_IMAGES:-5000}
   args+=(--prepare --max_images "$MAX_IMAGES" --data_root "${DATA_ROOT:-results/data/fmnist32_n$MAX_IMAGES}")
 else
   args+=(--data_root "${DATA_ROOT:-data}")
 fi
 if [ -n "${GPUS:-}" ]; then args+=(--gpus "$GPUS"); fi
-if [ "$PRESET" = fmnist32_cpu ]; then args+=(--jobs "${JOBS:-2}"); else args+=(--jobs "${JOBS:-1}"); fi
+if [[ $PRESET == fmnist32_cpu* ]]; then args+=(--jobs "${JOBS:-2}"); else args+=(--jobs "${JOBS:-1}"); fi
 if [ -n "${CELLS:-}" ]; then args+=(--cells "$CELLS"); fi
 if [ -n "${RATIOS:-}" ]; then args+=(--ratios "$RATIOS"); fi
-if [ "$PRESET" = fmnist32_cpu ]; then SEEDS=${SEEDS:-0,1,2}; fi
+if [[ $PRESET == fmnist32_cpu* ]]; then SEEDS=${SEEDS:-0,1,2}; fi
 if [ -n "${SEEDS:-}" ]; then args+=(--seeds "$SEEDS"); fi
 if [ -n "${CH:-}" ]; then args+=(--G_ch "$CH" --D_ch "$CH"); fi
 if [ -n "${EVAL_IMAGES:-}" ]; then args+=(--num_inception_images "$EVAL_IMAGES" --num_pr_images "$EVAL_IMAGES"); fi

@@ -81,6 +81,8 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
     assert flags[flags.index("--retention_ratio") + 1] == "50"
     assert cells["none"]["flags"][:-4] == flags[:-6]  # same shared flags, only selection differs
     assert flags[-2:] == ["--seed", "0"]
+    config = json.loads((out / "weights" / "none_seed0" / "config.json").read_text())
+    assert config["D_mbstd_group"] == 4 and config["shared_dim"] == 8  # the preset's recipe, the command line wins
 
     # The summary: mean ± std table, the noise test, the paper's directions, the pictures.
     text = (out / "summary.md").read_text()

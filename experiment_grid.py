@@ -73,8 +73,8 @@ PRESETS = {
     "fmnist32_cpu": (_FMNIST32_CPU + " --batch_size 64 --shared_dim 32",
                      {"quickstart": 350, "table1": 1000, "figure3": 700}),
     # The minibatch-std recipe (the quickstart's): batch 16, class embedding 16, a minibatch-std D.
-    # An iteration costs ~1/2.5 of a batch-64 one on 2 cores, so these budgets take about the wall
-    # time of fmnist32_cpu's and reach a far better generator (README, "What the quickstart shows").
+    # On a 2-core Xeon an iteration costs ~1/2.7 of a batch-64 one (0.33-0.39 against 0.87-1.06 s), so
+    # these budgets take about the wall time of fmnist32_cpu's (README, "What the quickstart shows").
     "fmnist32_cpu_mbstd": (_FMNIST32_CPU + " --batch_size 16 --shared_dim 16 --D_mbstd_group 4",
                            {"quickstart": 1000, "table1": 3000, "figure3": 2000}),
     # The paper's section 4.3/4.4 SAGAN on 64x64 ImageNet (launch_SAGAN_res64_ch32_bs128_dstep_1_rr40.sh).

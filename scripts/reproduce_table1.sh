@@ -34,17 +34,18 @@ GRID=${GRID:-table1}
 PRESET=${PRESET:-fmnist32_cpu}
 OUT_DIR=${OUT_DIR:-results/$GRID}
 args=(--grid "$GRID" --output_dir "$OUT_DIR" --preset "$PRESET")
-if [[ $PRESET == fmnist32_cpu* ]] && [ "${DATASET:-FMNIST32_hdf5}" = FMNIST32_hdf5 ]; then
+cpu_preset=0; if [[ $PRESET == fmnist32_cpu* ]]; then cpu_preset=1; fi  # the CPU recipes on Fashion-MNIST
+if [ "$cpu_preset" = 1 ] && [ "${DATASET:-FMNIST32_hdf5}" = FMNIST32_hdf5 ]; then
   MAX_IMAGES=${MAX_IMAGES:-5000}
   args+=(--prepare --max_images "$MAX_IMAGES" --data_root "${DATA_ROOT:-results/data/fmnist32_n$MAX_IMAGES}")
 else
   args+=(--data_root "${DATA_ROOT:-data}")
 fi
 if [ -n "${GPUS:-}" ]; then args+=(--gpus "$GPUS"); fi
-if [[ $PRESET == fmnist32_cpu* ]]; then args+=(--jobs "${JOBS:-2}"); else args+=(--jobs "${JOBS:-1}"); fi
+if [ "$cpu_preset" = 1 ]; then args+=(--jobs "${JOBS:-2}"); else args+=(--jobs "${JOBS:-1}"); fi
 if [ -n "${CELLS:-}" ]; then args+=(--cells "$CELLS"); fi
 if [ -n "${RATIOS:-}" ]; then args+=(--ratios "$RATIOS"); fi
-if [[ $PRESET == fmnist32_cpu* ]]; then SEEDS=${SEEDS:-0,1,2}; fi
+if [ "$cpu_preset" = 1 ]; then SEEDS=${SEEDS:-0,1,2}; fi
 if [ -n "${SEEDS:-}" ]; then args+=(--seeds "$SEEDS"); fi
 if [ -n "${CH:-}" ]; then args+=(--G_ch "$CH" --D_ch "$CH"); fi
 if [ -n "${EVAL_IMAGES:-}" ]; then args+=(--num_inception_images "$EVAL_IMAGES" --num_pr_images "$EVAL_IMAGES"); fi

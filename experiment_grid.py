@@ -11,15 +11,16 @@ architecture and iteration budget, --num_iters required); each cell adds its own
 its --experiment_name and roots under --output_dir. Cell names: `none` (all data) or
 `MEASURE_RATIO[_EMBEDDING]`, e.g. `gaussian_50`, `uniform_50`,
 `gaussian_50_random_inceptionv3`. With --seeds 0,1,2 every cell is trained once per seed (runs
-`CELL_seedS`) and the summary reports mean +- sample std with a two-standard-error test against
-the `none` row. For each run:
+`CELL_seedS`) and the summary reports mean +- sample std with Welch's t-test against the `none`
+row. For each run:
   1. a finished cell (`cells/<cell>.json`, status done, same flags) is read, not retrained;
   2. otherwise train.py runs, with --resume when the cell has checkpoints (an interrupted
      cell continues where its last checkpoint left it; a finished one is not retrained);
   3. sample.py --sample_inception_metrics scores it against the original data's moments
      and manifold and draws a class sheet.
 Outputs in --output_dir (written by grid_report.py): `summary.md` (the table in the paper's
-column order, settings, directions vs the no-selection row), `results.json`, `samples.png`
+column order, settings, directions vs the no-selection row, and each cell's training set itself,
+real images scored the same way: `Grid.training_sets`), `results.json`, `samples.png`
 (sheets side by side), `curves/`, `summary.png`, `selection/<cell>/` (selection reports) and,
 for --grid figure3, `ratio_sweep.png` (the six metrics against the retention ratio).
 The runs execute here (default) or as Slurm jobs through submitit (`--launcher slurm`, see
@@ -385,6 +386,42 @@ class Grid:
         return {"metrics": {key: metrics.get(key) for key in metric_specs.result_keys()},
                 "itr": metrics["itr"], "sheet": str(sheet), "eval_seconds": round(time.time() - start, 1)}
 
+    def training_set_pool(self, cell: Cell) -> np.ndarray:
+        """The dataset indices a cell trains on: its selection's kept images, or all of them."""
+        if cell.measure is None:
+            import datasets
+            return np.arange(len(datasets.get_dataset_from_config(self.config, augment=False)))
+        return np.load(self.out / "selection" / cell.key / "indices.npz", allow_pickle=False)["indices"]
+
+    def training_sets(self) -> list[dict]:
+        """Per cell, real images of its training set scored against the full data exactly as its
+        generators are (same feature network, k and count for every row; images outside the manifold):
+        what a generator that reproduced the set exactly would score, i.e. what the selection costs
+        before any training. Cached in cells/<cell>.training_set.json, redone when the evaluation
+        flags, the count or the kept images change."""
+        import inception_utils
+        pools = {cell: self.training_set_pool(cell) for cell in self.cells}
+        num = min([self.config["num_inception_images"]]
+                  + [len(inception_utils.outside_manifold(self.config, pool)) for pool in pools.values()])
+        if num <= self.config["prdc_k"]:
+            say(f"training sets: only {num} images of some cell's set lie outside the manifold; table left out")
+            return []
+        eval_sig = signature(self.config, sorted(EVAL_KEYS))
+        get_metrics, rows = None, []
+        for cell, pool in pools.items():
+            path = self.out / "cells" / f"{cell.key}.training_set.json"
+            key = hashlib.sha1(f"{eval_sig} {num} ".encode() + pool.astype(np.int64).tobytes()).hexdigest()
+            cached = json.loads(path.read_text()) if path.exists() else {}
+            if cached.get("key") != key:
+                say(f"training sets: scoring {num} real images of {cell.key}'s set against the full data")
+                get_metrics = get_metrics or inception_utils.prepare_inception_metrics(self.config)
+                metrics = inception_utils.real_images_metrics(self.config, pool, num, get_metrics)
+                cached = {"cell": cell.key, "labels": cell.labels(self.config), "num_images": num,
+                          "set_size": len(pool), "key": key, "metrics": metrics}
+                atomic_write_json(path, cached)
+            rows.append(cached)
+        return rows
+
     # ------------------------------------------------------------------------- the whole grid
     def run(self, launcher: Any = None) -> list[dict]:
         """Prepare/check the data, run every cell (resuming or reading) through `launcher` (default:
@@ -409,7 +446,8 @@ class Grid:
         if errors:
             raise utils.UserError("; ".join(errors))
         ordered = [aggregate([records[run.name] for run in self.runs if run.cell == cell]) for cell in self.cells]
-        write_outputs(self.out, self.args.grid, self.args.title, self.config, ordered, time.time() - start)
+        sets = [] if self.args.no_training_sets else self.training_sets()
+        write_outputs(self.out, self.args.grid, self.args.title, self.config, ordered, time.time() - start, sets)
         return ordered
 
 
@@ -441,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepare", action="store_true", help="make missing FMNIST32_hdf5 data, moments and manifold")
     p.add_argument("--max_images", type=int, default=0, help="with --prepare: the first N Fashion-MNIST images (0 = all)")
     p.add_argument("--title", default="", help="heading of summary.md")
+    p.add_argument("--no_training_sets", action="store_true",
+                   help="leave out the table that scores each cell's training set itself (real images) "
+                        "against the full data")
     launchers.add_flags(p)
     return p
 

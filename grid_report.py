@@ -227,6 +227,37 @@ def plot_summary(panels: list[Path], path: Path) -> Path:
     return _save(fig, path)
 
 
+def training_set_lines(records: list[dict], sets: list[dict]) -> list[str]:
+    """summary.md's section on the training sets themselves (experiment_grid.Grid.training_sets): their
+    table and, per selection, each metric's change for the real sets beside the generators' change."""
+    if not sets:
+        return []
+    lines = ["## The training sets themselves", "",
+             f"Real images of each row's training set ({sets[0]['num_images']} per row, drawn from the images "
+             "outside the P/R/D/C manifold), scored against the full training data exactly as the generators' "
+             "samples are: what a generator that reproduced its training set exactly would score. What a "
+             "selection loses here, it loses by construction; the generators' change beyond it is training's.",
+             "", markdown_table(sets)]
+    base = next((s for s in sets if s["cell"] == "none"), None)
+    trained = {r["cell"]: r for r in records}
+    if base is None or "none" not in trained:
+        return lines
+
+    def change(old: float, new: float, fmt: str) -> str:
+        return f"{fmt.format(old)} -> {fmt.format(new)}" + (f" ({(new - old) / abs(old):+.0%})" if old else "")
+
+    for row in sets:
+        if row is base:
+            continue
+        parts = [f"{name} {change(base['metrics'][key], row['metrics'][key], fmt)}, generators "
+                 f"{change(trained['none']['metrics'][key], trained[row['cell']]['metrics'][key], fmt)}"
+                 for name, key, fmt, _ in METRICS
+                 if None not in (base["metrics"].get(key), row["metrics"].get(key),
+                                 trained["none"]["metrics"].get(key), trained[row["cell"]]["metrics"].get(key))]
+        lines.append(f"- {cell_title(row)}, its training set against all data: " + "; ".join(parts))
+    return lines + [""]
+
+
 def seeds_text(records: list[dict], config: dict) -> str:
     """'seed 0' or 'seeds 0, 1, 2 (mean ± sample std over seeds)'."""
     seeds = records[0].get("seeds") or [config["seed"]]
@@ -235,10 +266,14 @@ def seeds_text(records: list[dict], config: dict) -> str:
     return f"seeds {', '.join(map(str, seeds))} (mean ± sample std over seeds)"
 
 
-def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[dict], seconds: float) -> None:
+def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[dict], seconds: float,
+                  training_sets: list[dict] | None = None) -> None:
     """Into `out`: summary.md, results.json, samples.png, curves/, summary.png (+ ratio_sweep.png
-    for the figure3 grid). `config` holds the shared flags, `records` the finished cells in order."""
-    atomic_write_json(out / "results.json", {"grid": grid, "cells": records, "seconds": round(seconds, 1)})
+    for the figure3 grid). `config` holds the shared flags, `records` the finished cells in order,
+    `training_sets` the real training sets' own scores (experiment_grid.Grid.training_sets)."""
+    training_sets = training_sets or []
+    atomic_write_json(out / "results.json", {"grid": grid, "cells": records, "training_sets": training_sets,
+                                             "seconds": round(seconds, 1)})
     figures = [plot_samples(records, out / "samples.png")]
     try:
         # One curve per cell (its first seed's run) keeps the plot readable.
@@ -284,6 +319,7 @@ def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[
                   f"change counts when p < {ALPHA:g}; otherwise it is within noise. Each verdict gives the "
                   f"difference of the means in standard errors and p.", "",
                   *verdict, ""]
+    lines += training_set_lines(records, training_sets)
     if found:
         lines += ["## Against the no-selection row", "",
                   "The paper (Table 1) finds precision, density and coverage up, recall slightly down and FID "

@@ -86,24 +86,12 @@ def recipe_flags(name: str, extra: str) -> list[str]:
 
 def real_vs_real(config: dict, num_images: int) -> dict:
     """Metrics of `num_images` real training images that are not in the manifold (the floor)."""
-    import torch
-
     import inception_utils
-    import loaders
-    dataset = loaders.get_dataset_from_config(config, augment=False)
-    taken = inception_utils.manifold_indices(len(dataset), config["num_pr_images"], 0)
-    free = np.setdiff1d(np.arange(len(dataset)), taken)
-    if len(free) < num_images:
-        raise utils.UserError(f"real-vs-real needs {num_images} images outside the manifold's "
-                              f"{config['num_pr_images']}; use more --max_images")
-    chosen = np.random.default_rng(1).permutation(free)[:num_images]
-    batches = iter(np.array_split(chosen, max(1, num_images // 100)))
-
-    def sample_fn():
-        return torch.stack([dataset[int(i)][0] for i in next(batches)])
-
     get_metrics = inception_utils.prepare_inception_metrics(config, device="cpu")
-    return {k: float(v) for k, v in get_metrics(sample_fn, num_images, prints=False).items()}
+    try:
+        return inception_utils.real_images_metrics(config, None, num_images, get_metrics)
+    except ValueError as err:
+        raise utils.UserError(f"real-vs-real: {err}") from None
 
 
 def read_tests(path: Path) -> list[dict]:

@@ -329,3 +329,34 @@ def test_cli_manifold_then_moments_offline_error(fmnist_root, tmp_path, run_py):
     assert res.returncode == 2
     assert "inception_v3_google-0cc3c7bd.pth" in res.stderr and "Traceback" not in res.stderr
     assert not (root / "FMNIST32_inception_moments.npz").exists()
+
+
+def test_real_images_metrics_draw_seeded_from_the_pool_outside_the_manifold(tmp_path, monkeypatch):
+    """The training-set rows and the real-vs-real floor score real images: only those of the pool that
+    the manifold does not hold (one it holds is its own nearest neighbour), the same ones every time."""
+    cfg = {"dataset": "FMNIST32_hdf5", "data_root": str(tmp_path), "feature_net": "efficientnet_lite0",
+           "num_pr_images": 3}
+    path = iu.manifold_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, indices=np.array([1, 4, 6]))
+    images = [(torch.full((1, 2, 2), float(i)), 0) for i in range(10)]  # image i holds the value i
+    monkeypatch.setattr(iu.datasets, "get_dataset_from_config", lambda config, augment: images)
+    seen = []
+
+    def get_metrics(sample_fn, num_images, prints):
+        drawn = []
+        while len(drawn) < num_images:
+            drawn += [int(x[0, 0, 0]) for x in sample_fn()]
+        seen.append(drawn)
+        return {"FID": np.float64(len(drawn))}
+
+    pool = np.array([0, 1, 2, 3, 4, 5])
+    assert iu.outside_manifold(cfg, pool).tolist() == [0, 2, 3, 5]
+    assert iu.real_images_metrics(cfg, pool, 3, get_metrics) == {"FID": 3.0}
+    iu.real_images_metrics(cfg, pool, 3, get_metrics)
+    assert seen[0] == seen[1] and len(set(seen[0])) == 3 and set(seen[0]) <= {0, 2, 3, 5}
+    iu.real_images_metrics(cfg, None, 7, get_metrics)  # None: every image
+    assert sorted(seen[2]) == [0, 2, 3, 5, 7, 8, 9]
+    with pytest.raises(ValueError, match="only 4 of these 6 are outside the manifold's 3"):
+        iu.real_images_metrics(cfg, pool, 5, get_metrics)
+    assert iu.outside_manifold({**cfg, "no_prdc": True}, pool).tolist() == pool.tolist()

@@ -103,6 +103,25 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
                                                     "recall down a little (at most 10 %) or unchanged",
                                                     "coverage up", "FID better"]
     assert sum(line.startswith("- Uniform 50 %: ") and ": **" in line for line in lines) == 3
+    # The training sets themselves: real images of each row's set (outside the manifold, one count for
+    # every row) scored against the full data like the generators' samples.
+    with np.load(data / "FMNIST32_efficientnet_lite0_activations.npz", allow_pickle=False) as manifold:
+        held = set(manifold["indices"].tolist())
+    kept = {key: set(range(100)) if key == "none" else
+            set(np.load(out / "selection" / key / "indices.npz")["indices"].tolist()) for key in cells}
+    num = min([24] + [len(indices - held) for indices in kept.values()])
+    sets = results["training_sets"]
+    assert [s["cell"] for s in sets] == list(cells) and all(s["num_images"] == num for s in sets)
+    assert [s["set_size"] for s in sets] == [len(kept[key]) for key in cells] and sets[0]["set_size"] == 100
+    assert [s["labels"] for s in sets] == [cell["labels"] for cell in cells.values()]
+    assert all(math.isfinite(s["metrics"][k]) for s in sets for k in ("FID", "precision", "recall", "coverage"))
+    assert sets[0]["metrics"] != sets[2]["metrics"]
+    assert "## The training sets themselves" in text and f"({num} per row, drawn from" in text
+    gap = [line for line in lines if "its training set against all data: " in line]
+    assert len(gap) == 2 and gap[1].startswith("- Gaussian 50 % (EfficientNet-Lite0, ImageNet), its training set")
+    recall = sets[2]["metrics"]["recall"], cells["gaussian_50"]["metrics"]["recall"]
+    assert f"R {sets[0]['metrics']['recall']:.3f} -> {recall[0]:.3f}" in gap[1]
+    assert f"generators {cells['none']['metrics']['recall']:.3f} -> {recall[1]:.3f}" in gap[1]
     for picture in ("samples.png", "curves/losses.png", "selection/gaussian_50/score_histogram.png"):
         assert f"]({picture})" in text
     sheets_w, sheets_h = _png_size(out / "samples.png")

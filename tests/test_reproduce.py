@@ -71,6 +71,7 @@ def test_table1_resumes_an_interrupted_cell_and_then_trains_nothing(tmp_path, fm
     # 2. The same command resumes the interrupted cell and finishes the grid.
     second = _run("scripts/reproduce_table1.sh", env, repo_root)
     assert "none: train.py resuming from iteration" in second.stdout
+    assert second.stdout.count("training sets: scoring") == 2  # each cell's real training set, once
     assert "Resuming from" in (out / "cells" / "none.train.log").read_text()
     results = json.loads((out / "results.json").read_text())
     assert [c["cell"] for c in results["cells"]] == ["none", "uniform_50"]
@@ -95,6 +96,7 @@ def test_table1_resumes_an_interrupted_cell_and_then_trains_nothing(tmp_path, fm
     launches = _launches(out)
     third = _run("scripts/reproduce_table1.sh", env, repo_root)
     assert "train.py" not in third.stdout and third.stdout.count("read from") == 2
+    assert "training sets: scoring" not in third.stdout  # read from cells/<cell>.training_set.json
     assert _launches(out) == launches
     assert {p: p.stat().st_mtime_ns for p in (out / "weights").rglob("*.pth")} == before
 

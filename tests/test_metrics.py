@@ -360,3 +360,20 @@ def test_real_images_metrics_draw_seeded_from_the_pool_outside_the_manifold(tmp_
     with pytest.raises(ValueError, match="only 4 of these 6 are outside the manifold's 3"):
         iu.real_images_metrics(cfg, pool, 5, get_metrics)
     assert iu.outside_manifold({**cfg, "no_prdc": True}, pool).tolist() == pool.tolist()
+
+
+def test_recall_and_coverage_split_by_the_kept_images_add_up_to_prdc():
+    """grid_recall_split's per-half recall and coverage are prdc's, restricted to those real rows."""
+    import grid_recall_split
+    rng = np.random.default_rng(5)
+    real = rng.standard_normal((60, 6)).astype(np.float32)
+    fake = (0.7 * rng.standard_normal((50, 6)) + 0.3).astype(np.float32)
+    kept = rng.random(60) < 0.4
+    split = grid_recall_split.split_recall_coverage(real, fake, kept, 3)
+    reference = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=3)
+    assert split["recall"] == pytest.approx(reference["recall"]) and split["coverage"] == pytest.approx(reference["coverage"])
+    for key in ("recall", "coverage"):
+        halves = kept.sum() * split[f"{key}_kept"] + (~kept).sum() * split[f"{key}_dropped"]
+        assert halves / 60 == pytest.approx(split[key])
+    tighter = grid_recall_split.split_recall_coverage(real, 0.5 * fake, kept, 3)  # same samples, drawn closer
+    assert tighter["fake_radius_median"] == pytest.approx(0.5 * split["fake_radius_median"], rel=1e-5)

@@ -122,6 +122,18 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
     recall = sets[2]["metrics"]["recall"], cells["gaussian_50"]["metrics"]["recall"]
     assert f"R {sets[0]['metrics']['recall']:.3f} -> {recall[0]:.3f}" in gap[1]
     assert f"generators {cells['none']['metrics']['recall']:.3f} -> {recall[1]:.3f}" in gap[1]
+    # Where the selection's generators lose recall: each run's G_ema samples split by kept/dropped images.
+    split = subprocess.run([sys.executable, "grid_recall_split.py", "--grid_dir", str(out)], cwd=repo_root, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert split.returncode == 0, split.stderr[-3000:]
+    found = json.loads((out / "recall_split.json").read_text())
+    assert found["manifold_kept"] == len(held & kept["gaussian_50"]) and found["manifold_kept"] + found["manifold_dropped"] == 24
+    assert sorted(found["runs"]) == sorted(cells["none"]["runs"] + cells["gaussian_50"]["runs"]) and found["num_images"] == 24
+    for row in found["runs"].values():
+        for key in ("recall", "coverage"):
+            halves = found["manifold_kept"] * row[f"{key}_kept"] + found["manifold_dropped"] * row[f"{key}_dropped"]
+            assert math.isclose(halves / 24, row[key])
+    assert found["table"] in split.stdout and "| gaussian_50 | 2 | " in found["table"]
     for picture in ("samples.png", "curves/losses.png", "selection/gaussian_50/score_histogram.png"):
         assert f"]({picture})" in text
     sheets_w, sheets_h = _png_size(out / "samples.png")

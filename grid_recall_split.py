@@ -9,7 +9,8 @@ its k-th nearest OTHER GENERATED image: a generator that draws its samples close
 every ball, and its recall falls even where it covers the data. Coverage counts the real images
 whose own k-NN ball (radius among the real images) holds a generated image. Splitting both by the
 selection's kept and dropped images separates "misses the dropped half" from "draws tighter
-samples". For every run of `none` and of `--cell` (each seed), G_ema draws --num_images samples
+samples", and so does recall recomputed with each run's generated radii scaled to the `none` runs'
+median ("R at none's radius"). For every run of `none` and of `--cell` (each seed), G_ema draws --num_images samples
 with sample.py (uint8 images, as `--sample_npz` writes them: the figures differ from the grid's
 own metrics by that sample draw), which are embedded with the grid's feature network.
 
@@ -36,14 +37,19 @@ REPO = Path(__file__).resolve().parent
 # (column, key) of the table: overall and per half, then the median generated k-NN radius.
 COLUMNS = (("R", "recall"), ("R kept", "recall_kept"), ("R dropped", "recall_dropped"), ("C", "coverage"),
            ("C kept", "coverage_kept"), ("C dropped", "coverage_dropped"),
-           ("fake k-NN radius", "fake_radius_median"))
+           ("fake k-NN radius", "fake_radius_median"), ("R at none's radius", "recall_at_none_radius"))
 
 
-def split_recall_coverage(real: np.ndarray, fake: np.ndarray, kept: np.ndarray, k: int) -> dict[str, float]:
+def split_recall_coverage(real: np.ndarray, fake: np.ndarray, kept: np.ndarray, k: int,
+                          fake_radius_median: float | None = None) -> dict[str, float]:
     """Recall and coverage (prdc's definitions) over all real rows and over the rows `kept` marks
-    and those it does not; with the median k-NN radius of the real and the generated features."""
+    and those it does not; with the median k-NN radius of the real and the generated features.
+    `fake_radius_median` rescales the generated images' radii to that median first (recall as if
+    the samples were spread like another generator's; coverage does not use them)."""
     real_radii = inception_utils.nearest_neighbour_radii(real, k)
     fake_radii = inception_utils.nearest_neighbour_radii(fake, k)
+    if fake_radius_median is not None:
+        fake_radii = fake_radii * (fake_radius_median / np.median(fake_radii))
     dist = torch.cdist(torch.from_numpy(real).double(), torch.from_numpy(fake).double()).numpy()
     inside_fake_ball = (dist < fake_radii[None, :]).any(axis=1)  # recall, per real image
     fake_in_own_ball = dist.min(axis=1) < real_radii  # coverage, per real image
@@ -121,9 +127,18 @@ def main(argv: list[str] | None = None) -> None:
     num = args.num_images or config["num_pr_images"]
     out = {"grid_dir": str(grid_dir), "cell": args.cell, "num_images": num, "k": config["prdc_k"],
            "manifold_kept": int(in_kept.sum()), "manifold_dropped": int((~in_kept).sum()), "runs": {}}
+    features = {}
     for name in runs["none"] + runs[args.cell]:
-        fake = run_features(grid_dir, name, num, net, grid_dir / "recall_split")
-        out["runs"][name] = split_recall_coverage(real, fake, in_kept, config["prdc_k"])
+        features[name] = run_features(grid_dir, name, num, net, grid_dir / "recall_split")
+        out["runs"][name] = split_recall_coverage(real, features[name], in_kept, config["prdc_k"])
+    # Recall is a threshold on the generated images' radii: the same samples with their radii scaled to
+    # the all-data generators' mean median radius separate "draws tighter" from "covers less".
+    none_radius = float(np.mean([out["runs"][name]["fake_radius_median"] for name in runs["none"]]))
+    out["none_fake_radius_median"] = none_radius
+    for name, fake in features.items():
+        scaled = split_recall_coverage(real, fake, in_kept, config["prdc_k"], none_radius)
+        out["runs"][name].update({f"{key}_at_none_radius": scaled[key]
+                                  for key in ("recall", "recall_kept", "recall_dropped")})
         print(json.dumps({"run": name, **out["runs"][name]}), flush=True)
     table = mean_std_table({cell: [out["runs"][n] for n in names] for cell, names in runs.items()})
     out["table"] = table

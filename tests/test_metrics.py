@@ -377,3 +377,8 @@ def test_recall_and_coverage_split_by_the_kept_images_add_up_to_prdc():
         assert halves / 60 == pytest.approx(split[key])
     tighter = grid_recall_split.split_recall_coverage(real, 0.5 * fake, kept, 3)  # same samples, drawn closer
     assert tighter["fake_radius_median"] == pytest.approx(0.5 * split["fake_radius_median"], rel=1e-5)
+    # Rescaled to the first set's radius, the tighter copy is the same geometry: the same recall.
+    rescaled = grid_recall_split.split_recall_coverage(real, 0.5 * fake, kept, 3, 0.5 * split["fake_radius_median"])
+    assert rescaled["recall"] == tighter["recall"]
+    wider = grid_recall_split.split_recall_coverage(real, fake, kept, 3, 2 * split["fake_radius_median"])
+    assert wider["recall"] >= split["recall"] and wider["coverage"] == split["coverage"]

@@ -407,7 +407,6 @@ def load_manifold(path: str | Path, net: backbones.FeatureNet) -> np.ndarray:
     return arrays["features"]
 
 
-
 def manifold_image_indices(config: dict) -> np.ndarray:
     """The dataset indices of the real images in the P/R/D/C manifold file (none under --no_prdc)."""
     if config.get("no_prdc"):
@@ -442,6 +441,7 @@ def real_images_metrics(config: dict, pool: np.ndarray | None, num_images: int,
         return torch.stack([dataset[int(i)][0] for i in next(batches)])
 
     return {k: float(v) for k, v in get_metrics(sample_fn, num_images, prints=False).items()}
+
 
 # The flags calculate_inception_moments.py and prepare_manifold.py read (their --help shows these).
 REFERENCE_PASS_FLAGS = frozenset({"dataset", "data_root", "resolution", "load_in_mem", "feature_net",

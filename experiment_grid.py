@@ -20,7 +20,7 @@ row. For each run:
      and manifold and draws a class sheet.
 Outputs in --output_dir (written by grid_report.py): `summary.md` (the table in the paper's
 column order, settings, directions vs the no-selection row, and each cell's training set itself,
-real images scored the same way: `Grid.training_sets`), `results.json`, `samples.png`
+real images scored the same way: real_image_metrics.py), `results.json`, `samples.png`
 (sheets side by side), `curves/`, `summary.png`, `selection/<cell>/` (selection reports) and,
 for --grid figure3, `ratio_sweep.png` (the six metrics against the retention ratio).
 The runs execute here (default) or as Slurm jobs through submitit (`--launcher slurm`, see
@@ -386,41 +386,16 @@ class Grid:
         return {"metrics": {key: metrics.get(key) for key in metric_specs.result_keys()},
                 "itr": metrics["itr"], "sheet": str(sheet), "eval_seconds": round(time.time() - start, 1)}
 
-    def training_set_pool(self, cell: Cell) -> np.ndarray:
-        """The dataset indices a cell trains on: its selection's kept images, or all of them."""
-        if cell.measure is None:
-            import datasets
-            return np.arange(len(datasets.get_dataset_from_config(self.config, augment=False)))
-        return np.load(self.out / "selection" / cell.key / "indices.npz", allow_pickle=False)["indices"]
-
     def training_sets(self) -> list[dict]:
-        """Per cell, real images of its training set scored against the full data exactly as its
-        generators are (same feature network, k and count for every row; images outside the manifold):
-        what a generator that reproduced the set exactly would score, i.e. what the selection costs
-        before any training. Cached in cells/<cell>.training_set.json, redone when the evaluation
-        flags, the count or the kept images change."""
-        import inception_utils
-        pools = {cell: self.training_set_pool(cell) for cell in self.cells}
-        num = min([self.config["num_inception_images"]]
-                  + [len(inception_utils.outside_manifold(self.config, pool)) for pool in pools.values()])
-        if num <= self.config["prdc_k"]:
-            say(f"training sets: only {num} images of some cell's set lie outside the manifold; table left out")
-            return []
-        eval_sig = signature(self.config, sorted(EVAL_KEYS))
-        get_metrics, rows = None, []
-        for cell, pool in pools.items():
-            path = self.out / "cells" / f"{cell.key}.training_set.json"
-            key = hashlib.sha1(f"{eval_sig} {num} ".encode() + pool.astype(np.int64).tobytes()).hexdigest()
-            cached = json.loads(path.read_text()) if path.exists() else {}
-            if cached.get("key") != key:
-                say(f"training sets: scoring {num} real images of {cell.key}'s set against the full data")
-                get_metrics = get_metrics or inception_utils.prepare_inception_metrics(self.config)
-                metrics = inception_utils.real_images_metrics(self.config, pool, num, get_metrics)
-                cached = {"cell": cell.key, "labels": cell.labels(self.config), "num_images": num,
-                          "set_size": len(pool), "key": key, "metrics": metrics}
-                atomic_write_json(path, cached)
-            rows.append(cached)
-        return rows
+        """Per cell, real images of its training set (its selection's kept images, or all of them)
+        scored against the full data exactly as its generators are: what the selection costs before
+        any training (real_image_metrics.training_set_rows; cached in cells/)."""
+        import real_image_metrics
+        pools = {cell.key: None if cell.measure is None else np.load(
+            self.out / "selection" / cell.key / "indices.npz", allow_pickle=False)["indices"] for cell in self.cells}
+        return real_image_metrics.training_set_rows(
+            self.config, pools, {cell.key: cell.labels(self.config) for cell in self.cells}, self.out / "cells",
+            signature(self.config, sorted(EVAL_KEYS)), say)
 
     # ------------------------------------------------------------------------- the whole grid
     def run(self, launcher: Any = None) -> list[dict]:

@@ -30,6 +30,7 @@ import torch
 
 import feature_extraction
 import inception_utils
+import real_image_metrics
 import utils
 from io_utils import atomic_write_json
 
@@ -41,12 +42,15 @@ COLUMNS = (("R", "recall"), ("R kept", "recall_kept"), ("R dropped", "recall_dro
 
 
 def split_recall_coverage(real: np.ndarray, fake: np.ndarray, kept: np.ndarray, k: int,
-                          fake_radius_median: float | None = None) -> dict[str, float]:
+                          fake_radius_median: float | None = None,
+                          real_radii: np.ndarray | None = None) -> dict[str, float]:
     """Recall and coverage (prdc's definitions) over all real rows and over the rows `kept` marks
     and those it does not; with the median k-NN radius of the real and the generated features.
     `fake_radius_median` rescales the generated images' radii to that median first (recall as if
-    the samples were spread like another generator's; coverage does not use them)."""
-    real_radii = inception_utils.nearest_neighbour_radii(real, k)
+    the samples were spread like another generator's; coverage does not use them). `real_radii`:
+    the real rows' k-NN radii when the caller has them (they are the same for every run)."""
+    if real_radii is None:
+        real_radii = inception_utils.nearest_neighbour_radii(real, k)
     fake_radii = inception_utils.nearest_neighbour_radii(fake, k)
     if fake_radius_median is not None:
         fake_radii = fake_radii * (fake_radius_median / np.median(fake_radii))
@@ -120,23 +124,25 @@ def main(argv: list[str] | None = None) -> None:
     if not kept_path.exists():
         raise utils.UserError(f"{kept_path} not found: --cell must be a selection cell of this grid")
     kept = set(np.load(kept_path, allow_pickle=False)["indices"].tolist())
-    in_kept = np.array([i in kept for i in inception_utils.manifold_image_indices(config)])
+    in_kept = np.array([i in kept for i in real_image_metrics.manifold_image_indices(config)])
     net = inception_utils.load_feature_net(config["feature_net"], config["inception_weights"], "cpu",
                                            config["feature_res"])
     real = inception_utils.load_manifold(inception_utils.manifold_path(config), net)
+    real_radii = inception_utils.nearest_neighbour_radii(real, config["prdc_k"])
     num = args.num_images or config["num_pr_images"]
     out = {"grid_dir": str(grid_dir), "cell": args.cell, "num_images": num, "k": config["prdc_k"],
            "manifold_kept": int(in_kept.sum()), "manifold_dropped": int((~in_kept).sum()), "runs": {}}
     features = {}
     for name in runs["none"] + runs[args.cell]:
         features[name] = run_features(grid_dir, name, num, net, grid_dir / "recall_split")
-        out["runs"][name] = split_recall_coverage(real, features[name], in_kept, config["prdc_k"])
+        out["runs"][name] = split_recall_coverage(real, features[name], in_kept, config["prdc_k"],
+                                                  real_radii=real_radii)
     # Recall is a threshold on the generated images' radii: the same samples with their radii scaled to
     # the all-data generators' mean median radius separate "draws tighter" from "covers less".
     none_radius = float(np.mean([out["runs"][name]["fake_radius_median"] for name in runs["none"]]))
     out["none_fake_radius_median"] = none_radius
     for name, fake in features.items():
-        scaled = split_recall_coverage(real, fake, in_kept, config["prdc_k"], none_radius)
+        scaled = split_recall_coverage(real, fake, in_kept, config["prdc_k"], none_radius, real_radii)
         out["runs"][name].update({f"{key}_at_none_radius": scaled[key]
                                   for key in ("recall", "recall_kept", "recall_dropped")})
         print(json.dumps({"run": name, **out["runs"][name]}), flush=True)

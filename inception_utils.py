@@ -407,42 +407,6 @@ def load_manifold(path: str | Path, net: backbones.FeatureNet) -> np.ndarray:
     return arrays["features"]
 
 
-def manifold_image_indices(config: dict) -> np.ndarray:
-    """The dataset indices of the real images in the P/R/D/C manifold file (none under --no_prdc)."""
-    if config.get("no_prdc"):
-        return np.zeros(0, np.int64)
-    with np.load(manifold_path(config), allow_pickle=False) as data:
-        return np.asarray(data["indices"], np.int64)
-
-
-def outside_manifold(config: dict, pool: np.ndarray) -> np.ndarray:
-    """The indices of `pool` whose images are not in the manifold: a real image scored against a
-    manifold that holds it finds itself at distance 0 and inflates precision and recall."""
-    return np.setdiff1d(np.asarray(pool, np.int64), manifold_image_indices(config))
-
-
-def real_images_metrics(config: dict, pool: np.ndarray | None, num_images: int,
-                        get_metrics: Callable[..., dict[str, float]], seed: int = 1) -> dict[str, float]:
-    """The metrics of `num_images` real training images, drawn (seeded) from the indices `pool`
-    (None: every image) outside the manifold and scored like a generator's samples against the full
-    data's moments and manifold. With every image: the real-vs-real floor; with a selection's kept
-    indices: what a generator that reproduced that training set exactly would score."""
-    dataset = datasets.get_dataset_from_config(config, augment=False)
-    pool = np.arange(len(dataset)) if pool is None else pool
-    free = outside_manifold(config, pool)
-    if len(free) < num_images:
-        raise ValueError(f"{num_images} real images wanted but only {len(free)} of these {len(pool)} are "
-                         f"outside the manifold's {config['num_pr_images']}; use more --max_images or fewer "
-                         f"--num_inception_images")
-    chosen = np.random.default_rng(seed).permutation(free)[:num_images]
-    batches = iter(np.array_split(chosen, max(1, num_images // 100)))
-
-    def sample_fn() -> torch.Tensor:
-        return torch.stack([dataset[int(i)][0] for i in next(batches)])
-
-    return {k: float(v) for k, v in get_metrics(sample_fn, num_images, prints=False).items()}
-
-
 # The flags calculate_inception_moments.py and prepare_manifold.py read (their --help shows these).
 REFERENCE_PASS_FLAGS = frozenset({"dataset", "data_root", "resolution", "load_in_mem", "feature_net",
                                   "feature_res", "inception_weights", "batch_size", "num_workers",

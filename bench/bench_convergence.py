@@ -87,9 +87,10 @@ def recipe_flags(name: str, extra: str) -> list[str]:
 def real_vs_real(config: dict, num_images: int) -> dict:
     """Metrics of `num_images` real training images that are not in the manifold (the floor)."""
     import inception_utils
+    import real_image_metrics
     get_metrics = inception_utils.prepare_inception_metrics(config, device="cpu")
     try:
-        return inception_utils.real_images_metrics(config, None, num_images, get_metrics)
+        return real_image_metrics.real_images_metrics(config, None, num_images, get_metrics)
     except ValueError as err:
         raise utils.UserError(f"real-vs-real: {err}") from None
 

@@ -19,6 +19,7 @@ import config
 import datasets
 import feature_extraction
 import inception_utils as iu
+import real_image_metrics
 
 torch.set_num_threads(2)
 FEATURE_RES = 64  # efficientnet_lite0 input size in the end-to-end test (224 is ~8x slower)
@@ -340,7 +341,7 @@ def test_real_images_metrics_draw_seeded_from_the_pool_outside_the_manifold(tmp_
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, indices=np.array([1, 4, 6]))
     images = [(torch.full((1, 2, 2), float(i)), 0) for i in range(10)]  # image i holds the value i
-    monkeypatch.setattr(iu.datasets, "get_dataset_from_config", lambda config, augment: images)
+    monkeypatch.setattr(real_image_metrics.datasets, "get_dataset_from_config", lambda config, augment: images)
     seen = []
 
     def get_metrics(sample_fn, num_images, prints):
@@ -351,15 +352,15 @@ def test_real_images_metrics_draw_seeded_from_the_pool_outside_the_manifold(tmp_
         return {"FID": np.float64(len(drawn))}
 
     pool = np.array([0, 1, 2, 3, 4, 5])
-    assert iu.outside_manifold(cfg, pool).tolist() == [0, 2, 3, 5]
-    assert iu.real_images_metrics(cfg, pool, 3, get_metrics) == {"FID": 3.0}
-    iu.real_images_metrics(cfg, pool, 3, get_metrics)
+    assert real_image_metrics.outside_manifold(cfg, pool).tolist() == [0, 2, 3, 5]
+    assert real_image_metrics.real_images_metrics(cfg, pool, 3, get_metrics) == {"FID": 3.0}
+    real_image_metrics.real_images_metrics(cfg, pool, 3, get_metrics)
     assert seen[0] == seen[1] and len(set(seen[0])) == 3 and set(seen[0]) <= {0, 2, 3, 5}
-    iu.real_images_metrics(cfg, None, 7, get_metrics)  # None: every image
+    real_image_metrics.real_images_metrics(cfg, None, 7, get_metrics)  # None: every image
     assert sorted(seen[2]) == [0, 2, 3, 5, 7, 8, 9]
     with pytest.raises(ValueError, match="only 4 of these 6 are outside the manifold's 3"):
-        iu.real_images_metrics(cfg, pool, 5, get_metrics)
-    assert iu.outside_manifold({**cfg, "no_prdc": True}, pool).tolist() == pool.tolist()
+        real_image_metrics.real_images_metrics(cfg, pool, 5, get_metrics)
+    assert real_image_metrics.outside_manifold({**cfg, "no_prdc": True}, pool).tolist() == pool.tolist()
 
 
 def test_recall_and_coverage_split_by_the_kept_images_add_up_to_prdc():

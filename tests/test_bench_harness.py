@@ -122,6 +122,9 @@ def test_bench_convergence_recipes_are_valid_train_configs_and_can_drop_a_switch
     assert mbstd == vars(parser.parse_args(experiment_grid.PRESETS["fmnist32_cpu_mbstd"][0].split()))
     assert {k: v for k, v in mbstd.items() if v != first[k]} == {
         "batch_size": 16, "shared_dim": 16, "D_mbstd_group": 4}
+    # A variant's flag with a value overrides its preset's (argparse keeps the last).
+    dsteps3 = vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs16_sd16_mbstd4_dsteps3", "")))
+    assert {k: v for k, v in dsteps3.items() if v != mbstd[k]} == {"num_D_steps": 3}
     with pytest.raises(utils.UserError, match="unknown recipe 'nope'.*fmnist32_cpu_bs16_nohier"):
         bench_convergence.recipe_flags("nope", "")
 

@@ -391,7 +391,8 @@ def cpu_runs_bf16_natively() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def _amp_dtype(config: dict, device: torch.device) -> torch.dtype | None:
+def amp_dtype(config: dict, device: torch.device) -> torch.dtype | None:
+    """The dtype --amp autocasts to on `device` (None: fp32), warning where it falls back to fp32."""
     amp = config.get('amp', 'none') or 'none'
     if amp not in ('none', 'bf16', 'fp16'):
         raise ValueError(f"unknown --amp {amp!r}; valid: none, bf16, fp16")
@@ -417,7 +418,7 @@ def _amp_dtype(config: dict, device: torch.device) -> torch.dtype | None:
 def autocast_context(config: dict, device: torch.device | str):
     """Autocast for --amp bf16|fp16 on CUDA and --amp bf16 on the CPU; a null context otherwise."""
     device = torch.device(device)
-    dtype = _amp_dtype(config, device)
+    dtype = amp_dtype(config, device)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -425,7 +426,7 @@ def autocast_context(config: dict, device: torch.device | str):
 
 def grad_scaler(config: dict, device: torch.device | str) -> torch.amp.GradScaler:
     """GradScaler enabled only for --amp fp16 on CUDA (bf16 needs none)."""
-    dtype = _amp_dtype(config, torch.device(device))
+    dtype = amp_dtype(config, torch.device(device))
     return torch.amp.GradScaler('cuda', enabled=dtype == torch.float16)
 
 

@@ -427,7 +427,7 @@ class Grid:
 
 
 def warn_if_bf16_is_emulated(config: dict) -> None:
-    """Say so before hours of runs when --amp bf16 will train in fp32 on this CPU (BigGAN._amp_dtype)."""
+    """Say so before hours of runs when --amp bf16 will train in fp32 on this CPU (BigGAN.amp_dtype)."""
     if (config["amp"] == "bf16" and utils.resolve_device(config["device"]).type == "cpu"
             and not BigGAN.cpu_runs_bf16_natively()):
         say("this CPU has neither AVX512-BF16 nor AMX: --amp bf16 trains in fp32 here, and every run takes "

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     common = {"max_images": args.max_images, "seconds": args.seconds,
               "machine": {"cpus": len(os.sched_getaffinity(0)), "threads": args.threads,
                           "platform": platform.platform(), "processor": platform.processor(),
-                          # without bf16 units the recipe's --amp bf16 trains in fp32 (BigGAN._amp_dtype)
+                          # without bf16 units the recipe's --amp bf16 trains in fp32 (BigGAN.amp_dtype)
                           "bf16_native": BigGAN.cpu_runs_bf16_natively()}}
     experiment_grid.warn_if_bf16_is_emulated(config)
 

@@ -34,12 +34,15 @@ BENCHMARKS = [
     ("bench_metrics.py", [], ["--prdc_n", "2000", "--prdc_large", "10000", "--fid_repeats", "1"]),
     ("bench_selection.py", [], ["--classes", "4", "--sklearn_classes", "1", "--knn_n", "20000"]),
     ("bench_convergence.py", [], ["--seconds", "120", "--test_every", "200"]),
+    ("bench_step.py", [], ["--iters", "5", "--warmup", "3"]),
 ]
 # The figures RESULTS.md shows for each JSON line (others stay in results.jsonl).
 SHOWN = ("speedup", "ratio_to_plain", "cpu_ratio_to_plain", "speedup_vs_sqrtm", "speedup_vs_prdc", "speedup_vs_sklearn", "ratio", "ours_s",
          "reference_s", "sqrtm_s", "prdc_s", "sklearn_s", "ours_peak_extra_gib", "prdc_peak_extra_gib",
          "peak_rss_gib", "rel_diff", "max_abs_diff", "max_rel_score_diff", "n", "dim",
-         "recipe", "itr", "train_seconds", "FID", "precision", "recall", "density", "coverage", "FID_over_real_FID")
+         "recipe", "itr", "train_seconds", "FID", "precision", "recall", "density", "coverage", "FID_over_real_FID",
+         "gflop_per_iter", "s_per_iter", "conv_share", "conv_vs_matmul", "iters_in_seconds",
+         "iters_in_seconds_convs_only")
 
 
 def machine_info() -> dict:

@@ -1,4 +1,5 @@
-"""The benchmark harness: run_all.py's --only merge, bench_convergence.py's run environment and --replot."""
+"""The benchmark harness: run_all.py's --only merge, bench_convergence.py's run environment and
+--replot, bench_step.py's FLOP count."""
 from __future__ import annotations
 
 import json
@@ -167,3 +168,34 @@ def test_bench_convergence_replot_draws_runs_made_apart(tmp_path, monkeypatch):
     empty.write_text(json.dumps(floor) + "\n")
     with pytest.raises(cli.UserError, match="no convergence_curve"):
         bench_convergence.main(["--replot", str(empty)])
+
+
+def _tiny_step(extra: str) -> dict:
+    import bench_step
+    config = bench_step.recipe_config("fmnist32_cpu_mbstd", "--G_ch 4 --D_ch 4 --amp none " + extra, "cpu")
+    return bench_step.measure(config, iters=2, warmup=1)
+
+
+def test_bench_step_counts_every_D_step_and_image():
+    one, two, three = (_tiny_step(f"--batch_size 4 --num_D_steps {n}") for n in (1, 2, 3))
+    # Each D step runs the same G and D passes, so each adds the same FLOPs; none is left uncounted.
+    assert two["gflop_per_iter"] - one["gflop_per_iter"] == pytest.approx(
+        three["gflop_per_iter"] - two["gflop_per_iter"], abs=1e-12)
+    assert two["gflop_per_iter"] - one["gflop_per_iter"] > 0
+    # Convolutions scale with the batch exactly (spectral norm's matmuls do not: they are per weight).
+    eight = _tiny_step("--batch_size 8 --num_D_steps 2")
+    assert eight["conv_gflop_per_iter"] == pytest.approx(2 * two["conv_gflop_per_iter"], rel=1e-12)
+    assert 0 < two["conv_gflop_per_iter"] < two["gflop_per_iter"]
+    assert 0 < two["conv_s_per_iter"] < two["s_per_iter"]
+
+
+def test_bench_step_prints_one_consistent_line(capsys):
+    import bench_step
+    bench_step.main(["--extra", "--G_ch 4 --D_ch 4 --amp none --batch_size 4", "--iters", "2",
+                     "--warmup", "1", "--seconds", "60"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["recipe"] == "fmnist32_cpu_mbstd --G_ch 4 --D_ch 4 --amp none --batch_size 4"
+    assert row["matmul_dtype"] == "float32" and row["matmul_gflops_per_s"] > 0
+    assert row["iters_in_seconds"] == pytest.approx(60 / row["s_per_iter"], rel=1e-3, abs=1)
+    assert row["iters_in_seconds_convs_only"] >= row["iters_in_seconds"]
+    assert row["conv_share"] == pytest.approx(row["conv_s_per_iter"] / row["s_per_iter"], abs=2e-3)

@@ -1,0 +1,159 @@
+"""Where one training iteration of a recipe spends its time on this machine: FLOPs and seconds.
+
+    python bench/bench_step.py [--recipe fmnist32_cpu_mbstd] [--extra=--compile]
+                               [--iters 40] [--warmup 20] [--threads N] [--seconds 600] [--table]
+
+The recipe's G, D, optimisers and step are built as train.py builds them (`bench_train.ours`,
+from the recipe's train.py flags, with --amp, --channels_last and --compile applied) and fed
+random images of the recipe's shape: time and FLOPs do not depend on the pixels. One iteration's
+FLOPs are counted with torch.utils.flop_counter; --iters iterations are timed, then as many
+are profiled with torch.profiler to find the convolutions' share. One JSON line: seconds and
+GFLOP per iteration, the convolution kernels' seconds and GFLOP/s against a square matmul's in
+the recipe's dtype (measured in the same run: near the machine's peak), and how many iterations
+--seconds of training hold, as measured and with every op other than the convolutions free
+(a ceiling no tuning of the rest can pass). This is how the README's "Speed" reads whether a
+machine is compute-bound for a recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+import BigGAN  # noqa: E402
+import bench_convergence  # noqa: E402
+import bench_train  # noqa: E402
+import datasets  # noqa: E402
+import utils  # noqa: E402
+from training_utils import tune_cpu_allocator  # noqa: E402
+
+# The convolution kernels as the profiler names them, eager and compiled (inductor calls the same
+# aten kernels for convolutions); aten::convolution/_convolution above them are dispatch only.
+CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::cudnn_convolution",
+                "aten::_slow_conv2d_forward", "aten::slow_conv_dilated2d")
+
+
+def recipe_config(recipe: str, extra: str, device: str) -> dict:
+    """train.py's config for `recipe`'s flags plus `extra`, with the data set's size and classes."""
+    config = vars(utils.prepare_parser().parse_args(bench_convergence.recipe_flags(recipe, extra)))
+    info = datasets.DATASETS[config["dataset"]]
+    if not info.image_size:
+        raise utils.UserError(f"--recipe {recipe}: dataset {config['dataset']} takes its size from the "
+                              f"data; pick a recipe with a fixed-size dataset")
+    config.update(device=device, resolution=info.image_size, n_classes=info.n_classes)
+    return config
+
+
+def step_inputs(config: dict, device):
+    """One iteration's real batch: batch_size images per D step and accumulation, as train.py loads."""
+    n = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, config["resolution"], config["resolution"], generator=gen) * 2 - 1
+    return x.to(device), torch.randint(0, config["n_classes"], (n,), generator=gen).to(device)
+
+
+def synchronizer(device: torch.device):
+    """A call that waits for `device`'s queued work (CUDA runs asynchronously; the CPU does not)."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def measure(config: dict, iters: int, warmup: int) -> dict:
+    """FLOPs of one iteration, seconds per iteration, and the convolution kernels' seconds."""
+    device = torch.device(config["device"])
+    tune_cpu_allocator()  # what train.py does at start-up
+    step, _ = bench_train.ours(config, device)
+    x, y = step_inputs(config, device)
+    sync = synchronizer(device)
+    for _ in range(warmup):  # the start-up transient, and compilation under --compile
+        step(x, y)
+    with FlopCounterMode(display=False) as counter:
+        step(x, y)
+    by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    sync()
+    start = time.perf_counter()
+    for _ in range(iters):
+        step(x, y)
+    sync()
+    seconds = (time.perf_counter() - start) / iters
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(iters):
+            step(x, y)
+        sync()
+    events = prof.key_averages()
+    conv_us = sum(e.self_cpu_time_total for e in events if e.key in CONV_KERNELS)
+    return {"gflop_per_iter": counter.get_total_flops() / 1e9,
+            "conv_gflop_per_iter": sum(n for op, n in by_op.items() if "convolution" in op) / 1e9,
+            "s_per_iter": seconds, "conv_s_per_iter": conv_us / 1e6 / iters,
+            "table": events.table(sort_by="self_cpu_time_total", row_limit=30)}
+
+
+def matmul_gflops(dtype, device, size: int = 2048, trials: int = 7) -> float:
+    """GFLOP/s of a square matmul in `dtype`, the best of `trials`: the reference the convolutions'
+    rate is read against (near what the machine's vector units give this dtype; the best, because a
+    shared machine's drift only ever slows a trial down)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=gen).to(device, dtype) for _ in range(2))
+    sync = synchronizer(device)
+    a @ b
+    best = float("inf")
+    for _ in range(trials):
+        sync()
+        start = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        sync()
+        best = min(best, (time.perf_counter() - start) / 3)
+    return 2 * size ** 3 / best / 1e9
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure one recipe's iteration and print one JSON line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipe", default="fmnist32_cpu_mbstd",
+                   help="a bench_convergence.py recipe or an experiment_grid preset (default: %(default)s)")
+    p.add_argument("--extra", default="", help="train.py flags added to the recipe's; a single flag is "
+                   "written --extra=--compile")
+    p.add_argument("--iters", type=int, default=40, help="iterations timed, and as many profiled")
+    p.add_argument("--warmup", type=int, default=20, help="untimed iterations first (compilation, if any)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: as OMP_NUM_THREADS or all cores)")
+    p.add_argument("--seconds", type=float, default=600.0, help="the training budget to convert to iterations")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--table", action="store_true", help="also print the profiler's op table to stderr")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = recipe_config(args.recipe, args.extra, args.device)
+    result = measure(config, args.iters, args.warmup)
+    dtype = BigGAN.amp_dtype(config, torch.device(args.device)) or torch.float32  # what the step computes in
+    reference = matmul_gflops(dtype, torch.device(args.device))
+    if args.table:
+        print(result["table"], file=sys.stderr)
+    conv_s = result["conv_s_per_iter"]
+    print(json.dumps({
+        "name": "step_flops", "recipe": args.recipe + (f" {args.extra}" if args.extra else ""),
+        "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform()},
+        "iters": args.iters, "gflop_per_iter": round(result["gflop_per_iter"], 3),
+        "conv_gflop_per_iter": round(result["conv_gflop_per_iter"], 3),
+        "s_per_iter": round(result["s_per_iter"], 5),
+        "gflops_per_s": round(result["gflop_per_iter"] / result["s_per_iter"], 1),
+        "conv_s_per_iter": round(conv_s, 5), "conv_share": round(conv_s / result["s_per_iter"], 3),
+        "conv_gflops_per_s": round(result["conv_gflop_per_iter"] / conv_s, 1) if conv_s else None,
+        "matmul_gflops_per_s": round(reference, 1), "matmul_dtype": str(dtype).replace("torch.", ""),
+        "conv_vs_matmul": round(result["conv_gflop_per_iter"] / conv_s / reference, 2) if conv_s else None,
+        "seconds": args.seconds, "iters_in_seconds": int(args.seconds / result["s_per_iter"]),
+        "iters_in_seconds_convs_only": int(args.seconds / conv_s) if conv_s else None}))
+
+
+if __name__ == "__main__":
+    utils.run_cli(main)

@@ -9,10 +9,11 @@ random images of the recipe's shape: time and FLOPs do not depend on the pixels.
 FLOPs are counted with torch.utils.flop_counter; --iters iterations are timed, then as many
 are profiled with torch.profiler to find the convolutions' share. One JSON line: seconds and
 GFLOP per iteration, the convolution kernels' seconds and GFLOP/s against a square matmul's in
-the recipe's dtype (measured in the same run: near the machine's peak), and how many iterations
---seconds of training hold, as measured and with every op other than the convolutions free
-(a ceiling no tuning of the rest can pass). This is how the README's "Speed" reads whether a
-machine is compute-bound for a recipe.
+the recipe's dtype (measured in the same run, best of seven), and how many iterations --seconds
+of training hold, as measured and with every op other than the convolutions free (a ceiling no
+tuning of the rest can pass). This is how the README's "Speed" reads whether a machine is
+compute-bound for a recipe. CPU only: on CUDA the kernels run asynchronously to the host-side
+events this reads (use torch.profiler with CUDA activity there).
 """
 from __future__ import annotations
 
@@ -39,57 +40,46 @@ from training_utils import tune_cpu_allocator  # noqa: E402
 
 # The convolution kernels as the profiler names them, eager and compiled (inductor calls the same
 # aten kernels for convolutions); aten::convolution/_convolution above them are dispatch only.
-CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::cudnn_convolution",
-                "aten::_slow_conv2d_forward", "aten::slow_conv_dilated2d")
+CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+                "aten::slow_conv_dilated2d")
 
 
-def recipe_config(recipe: str, extra: str, device: str) -> dict:
+def recipe_config(recipe: str, extra: str) -> dict:
     """train.py's config for `recipe`'s flags plus `extra`, with the data set's size and classes."""
     config = vars(utils.prepare_parser().parse_args(bench_convergence.recipe_flags(recipe, extra)))
     info = datasets.DATASETS[config["dataset"]]
     if not info.image_size:
         raise utils.UserError(f"--recipe {recipe}: dataset {config['dataset']} takes its size from the "
                               f"data; pick a recipe with a fixed-size dataset")
-    config.update(device=device, resolution=info.image_size, n_classes=info.n_classes)
+    config.update(device="cpu", resolution=info.image_size, n_classes=info.n_classes)
     return config
 
 
-def step_inputs(config: dict, device):
+def step_inputs(config: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """One iteration's real batch: batch_size images per D step and accumulation, as train.py loads."""
     n = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(n, 3, config["resolution"], config["resolution"], generator=gen) * 2 - 1
-    return x.to(device), torch.randint(0, config["n_classes"], (n,), generator=gen).to(device)
-
-
-def synchronizer(device: torch.device):
-    """A call that waits for `device`'s queued work (CUDA runs asynchronously; the CPU does not)."""
-    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return x, torch.randint(0, config["n_classes"], (n,), generator=gen)
 
 
 def measure(config: dict, iters: int, warmup: int) -> dict:
     """FLOPs of one iteration, seconds per iteration, and the convolution kernels' seconds."""
-    device = torch.device(config["device"])
     tune_cpu_allocator()  # what train.py does at start-up
-    step, _ = bench_train.ours(config, device)
-    x, y = step_inputs(config, device)
-    sync = synchronizer(device)
+    step, _ = bench_train.ours(config, torch.device("cpu"))
+    x, y = step_inputs(config)
     for _ in range(warmup):  # the start-up transient, and compilation under --compile
         step(x, y)
     with FlopCounterMode(display=False) as counter:
         step(x, y)
     by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
-    sync()
     start = time.perf_counter()
     for _ in range(iters):
         step(x, y)
-    sync()
     seconds = (time.perf_counter() - start) / iters
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(iters):
             step(x, y)
-        sync()
     events = prof.key_averages()
     conv_us = sum(e.self_cpu_time_total for e in events if e.key in CONV_KERNELS)
     return {"gflop_per_iter": counter.get_total_flops() / 1e9,
@@ -98,21 +88,18 @@ def measure(config: dict, iters: int, warmup: int) -> dict:
             "table": events.table(sort_by="self_cpu_time_total", row_limit=30)}
 
 
-def matmul_gflops(dtype, device, size: int = 2048, trials: int = 7) -> float:
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, trials: int = 7) -> float:
     """GFLOP/s of a square matmul in `dtype`, the best of `trials`: the reference the convolutions'
     rate is read against (near what the machine's vector units give this dtype; the best, because a
     shared machine's drift only ever slows a trial down)."""
     gen = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=gen).to(device, dtype) for _ in range(2))
-    sync = synchronizer(device)
+    a, b = (torch.randn(size, size, generator=gen).to(dtype) for _ in range(2))
     a @ b
     best = float("inf")
     for _ in range(trials):
-        sync()
         start = time.perf_counter()
         for _ in range(3):
             a @ b
-        sync()
         best = min(best, (time.perf_counter() - start) / 3)
     return 2 * size ** 3 / best / 1e9
 
@@ -128,15 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=20, help="untimed iterations first (compilation, if any)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: as OMP_NUM_THREADS or all cores)")
     p.add_argument("--seconds", type=float, default=600.0, help="the training budget to convert to iterations")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--table", action="store_true", help="also print the profiler's op table to stderr")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = recipe_config(args.recipe, args.extra, args.device)
+    config = recipe_config(args.recipe, args.extra)
     result = measure(config, args.iters, args.warmup)
-    dtype = BigGAN.amp_dtype(config, torch.device(args.device)) or torch.float32  # what the step computes in
-    reference = matmul_gflops(dtype, torch.device(args.device))
+    dtype = BigGAN.amp_dtype(config, torch.device("cpu")) or torch.float32  # what the step computes in
+    reference = matmul_gflops(dtype)
     if args.table:
         print(result["table"], file=sys.stderr)
     conv_s = result["conv_s_per_iter"]

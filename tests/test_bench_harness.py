@@ -126,6 +126,8 @@ def test_bench_convergence_recipes_are_valid_train_configs_and_can_drop_a_switch
     # A variant's flag with a value overrides its preset's (argparse keeps the last).
     dsteps3 = vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs16_sd16_mbstd4_dsteps3", "")))
     assert {k: v for k, v in dsteps3.items() if v != mbstd[k]} == {"num_D_steps": 3}
+    ch12 = vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs16_sd16_mbstd4_ch12", "")))
+    assert {k: v for k, v in ch12.items() if v != mbstd[k]} == {"G_ch": 12, "D_ch": 12}
     with pytest.raises(utils.UserError, match="unknown recipe 'nope'.*fmnist32_cpu_bs16_nohier"):
         bench_convergence.recipe_flags("nope", "")
 
@@ -172,7 +174,7 @@ def test_bench_convergence_replot_draws_runs_made_apart(tmp_path, monkeypatch):
 
 def _tiny_step(extra: str) -> dict:
     import bench_step
-    config = bench_step.recipe_config("fmnist32_cpu_mbstd", "--G_ch 4 --D_ch 4 --amp none " + extra, "cpu")
+    config = bench_step.recipe_config("fmnist32_cpu_mbstd", "--G_ch 4 --D_ch 4 --amp none " + extra)
     return bench_step.measure(config, iters=2, warmup=1)
 
 

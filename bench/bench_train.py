@@ -96,7 +96,8 @@ def ours(config: dict, device: torch.device, mode: str = ""):
     state = {"itr": 0}
     G_optim, D_optim = build_optimizer(G), build_optimizer(D)
     train = train_fns.GAN_training_function(
-        train_fns.Nets(G, D), G_optim, D_optim, NoiseSampler(config["batch_size"], G.dim_z, config["n_classes"], device),
+        train_fns.Nets(G, D), G_optim, D_optim,
+        NoiseSampler(config["batch_size"], G.dim_z, config["n_classes"], device),
         EMA(G, G_ema, config["ema_decay"]), state, config, device,
         (BigGAN.grad_scaler(config, device), BigGAN.grad_scaler(config, device)), modes)
 

@@ -63,12 +63,13 @@ RECIPES = {
     "fmnist32_cpu_bs16_z256": ("fmnist32_cpu", "--batch_size 16 --dim_z 256"),
     "fmnist32_cpu_bs16_nohier": ("fmnist32_cpu", "--batch_size 16", ("--hier",)),
     # A diversity signal for D: ProGAN's minibatch standard deviation over groups of 4 (layers.MinibatchStd).
-    # (The quickstart's preset, fmnist32_cpu_mbstd: batch 16, class embedding 16, --D_mbstd_group 4.)
+    # (The preset fmnist32_cpu_mbstd: batch 16, class embedding 16, --D_mbstd_group 4.)
     "fmnist32_cpu_bs16_sd16_mbstd4": ("fmnist32_cpu_mbstd", ""),
     # The same with a third D step: ahead by iteration; an iteration costs 1.3x eager, ~1.15x compiled.
     "fmnist32_cpu_bs16_sd16_mbstd4_dsteps3": ("fmnist32_cpu_mbstd", "--num_D_steps 3"),
-    # The same at width 12: 17.4 GFLOP an iteration against 30.7 (bench_step.py), so ~1.6-1.8x the iterations.
-    "fmnist32_cpu_bs16_sd16_mbstd4_ch12": ("fmnist32_cpu_mbstd", "--G_ch 12 --D_ch 12"),
+    # The same at width 12 (the quickstart's preset, fmnist32_cpu_mbstd_ch12): 17.4 GFLOP an iteration
+    # against 30.7 (bench_step.py), so ~1.6-1.8x the iterations.
+    "fmnist32_cpu_bs16_sd16_mbstd4_ch12": ("fmnist32_cpu_mbstd_ch12", ""),
     # Batch 32 with half the width at the 32x32 stages of G and D (where most convolution work is).
     "fmnist32_cpu_bs32_taper": ("fmnist32_cpu", "--batch_size 32 --G_ch_mults 4_4_4_2 --D_ch_mults 2_4_4_4"),
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The whole idea in one command, on a CPU, from a fresh clone: 34 minutes on a 2-core EPYC with
-# AVX512-BF16, 37 on a 2-core Xeon with AMX (several times longer on an AVX2-only CPU, README "Speed"):
+# The whole idea in one command, on a CPU, from a fresh clone: ~41 minutes on a 2-core EPYC with
+# AVX512-BF16 (several times longer on an AVX2-only CPU, README "Speed"; QS_ITERS=1000 takes ~25 but
+# there selection moves no fidelity metric beyond the seed spread, README "What the quickstart shows"):
 #   1. set up (.venv + Fashion-MNIST; idempotent, seconds when up to date);
 #   2. prepare Fashion-MNIST at 32 px: the first QS_IMAGES training images as an HDF5 file,
 #      their FID moments and P/R/D/C manifold with the offline efficientnet_lite0 network (224 px);
 #   3. instance selection: keep the densest 50 % of each class (efficientnet_lite0 embedding,
 #      Gaussian likelihood) and write its report (most/least dense images, score histograms),
 #      plus the control: a uniformly random 50 % of each class;
-#   4. train the CPU recipe (experiment_grid.py's fmnist32_cpu_mbstd preset) three times per row with
+#   4. train the CPU recipe (experiment_grid.py's fmnist32_cpu_mbstd_ch12 preset: the minibatch-std
+#      recipe at width 12, 2000 iterations) three times per row with
 #      seeds 0, 1, 2: on all images, on the uniform half and on the selected half;
 #   5. score every run against ALL the images (IS, FID, precision, recall, density, coverage) and
 #      write the summary: mean +- std over seeds, "better"/"worse"/"within noise" against all
@@ -15,8 +17,9 @@
 #      summary.png, samples.png, curves/).
 # Run it again and finished steps are read back, not redone (an interrupted run resumes).
 # Environment (defaults): QS_OUT (results/quickstart), QS_IMAGES (3000; 0 = all 60k),
-#   QS_PRESET (fmnist32_cpu_mbstd; fmnist32_cpu is the earlier batch-64 recipe),
-#   QS_ITERS (the preset's: 1000), QS_SEEDS (0,1,2), QS_BATCH, QS_CH, QS_EVAL_IMAGES (1000),
+#   QS_PRESET (fmnist32_cpu_mbstd_ch12; fmnist32_cpu_mbstd is the same at width 16, the default before;
+#   fmnist32_cpu the earlier batch-64 recipe), QS_ITERS (the preset's: 2000), QS_SEEDS (0,1,2),
+#   QS_BATCH, QS_CH, QS_EVAL_IMAGES (1000),
 #   QS_EMBEDDING_RES (0 = 224 px), QS_JOBS (2 runs trained at once), QS_DEVICE (auto),
 #   QS_SAVE_EVERY, QS_LOG_EVERY, QS_DATA_ROOT ($QS_OUT/data), QS_SKIP_SETUP (0), PYTHON (.venv/bin/python).
 # Extra arguments are train.py flags for every run, e.g. --G_lr 5e-4.
@@ -33,9 +36,10 @@ PY=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 
 OUT=${QS_OUT:-results/quickstart}
-# The model, budget and metric settings are experiment_grid.py's fmnist32_cpu_mbstd preset (the
-# minibatch-std CPU recipe, 1000 iterations per run here, 1000 metric images); QS_* variables override them.
-args=(--grid quickstart --output_dir "$OUT" --preset "${QS_PRESET:-fmnist32_cpu_mbstd}" --jobs "${QS_JOBS:-2}"
+# The model, budget and metric settings are experiment_grid.py's fmnist32_cpu_mbstd_ch12 preset (the
+# minibatch-std CPU recipe at width 12, 2000 iterations per run here, 1000 metric images); QS_* variables
+# override them.
+args=(--grid quickstart --output_dir "$OUT" --preset "${QS_PRESET:-fmnist32_cpu_mbstd_ch12}" --jobs "${QS_JOBS:-2}"
       --prepare --max_images "${QS_IMAGES:-3000}" --data_root "${QS_DATA_ROOT:-$OUT/data}"
       --title "Quickstart: BigGAN on Fashion-MNIST 32 px, all images vs the densest 50 %")
 if [ -n "${QS_CH:-}" ]; then args+=(--G_ch "$QS_CH" --D_ch "$QS_CH"); fi

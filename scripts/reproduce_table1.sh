@@ -16,7 +16,8 @@
 #   PRESET=imagenet64 DATA_ROOT=data JOBS=4 GPUS=0,1,2,3 bash scripts/reproduce_table1.sh
 #
 # Environment (empty = the preset's value):
-#   PRESET (fmnist32_cpu, the README table's | fmnist32_cpu_mbstd, the quickstart's recipe | imagenet64),
+#   PRESET (fmnist32_cpu, the README table's | fmnist32_cpu_mbstd, the minibatch-std recipe |
+#   fmnist32_cpu_mbstd_ch12, the same at width 12, the quickstart's | imagenet64),
 #   OUT_DIR (results/table1), CELLS (comma list, e.g. none,gaussian_50),
 #   DATASET, DATA_ROOT (fmnist32_cpu*: results/data/fmnist32_n$MAX_IMAGES, made if missing; else data),
 #   MAX_IMAGES (5000; 0 = all 60k), RESOLUTION, CH (G_ch = D_ch), BATCH, ITERS, EMBEDDING,

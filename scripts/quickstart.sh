@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole idea in one command, on a CPU, from a fresh clone: ~41 minutes on a 2-core EPYC with
+# The whole idea in one command, on a CPU, from a fresh clone: 40 minutes on a 2-core EPYC with
 # AVX512-BF16 (several times longer on an AVX2-only CPU, README "Speed"; QS_ITERS=1000 takes ~25 but
 # there selection moves no fidelity metric beyond the seed spread, README "What the quickstart shows"):
 #   1. set up (.venv + Fashion-MNIST; idempotent, seconds when up to date);

@@ -8,16 +8,16 @@
 # side by side), curves/, selection/ and results.json. Resumable: run it again and finished rows
 # are read from OUT_DIR/cells/*.json, an interrupted row resumes from its last checkpoint.
 #
-# Default: a CPU run on the first 5000 Fashion-MNIST images at 32 px, 3 seeds per row: 88 min measured
-# on 2 cores (partly shared)
+# Default: a CPU run on the first 5000 Fashion-MNIST images at 32 px with the quickstart's recipe
+# (fmnist32_cpu_mbstd_ch12, 2000 iterations a run), 3 seeds per row, two runs at a time
 # (metrics with the offline efficientnet_lite0 features: NOT the standard Inception FID).
 # Full size, the paper's SAGAN on 64x64 ImageNet (prepare the data first with
 # scripts/utils/prepare_data_imagenet_64.sh; 200k iterations per row, one GPU per row):
 #   PRESET=imagenet64 DATA_ROOT=data JOBS=4 GPUS=0,1,2,3 bash scripts/reproduce_table1.sh
 #
 # Environment (empty = the preset's value):
-#   PRESET (fmnist32_cpu, the README table's | fmnist32_cpu_mbstd, the minibatch-std recipe |
-#   fmnist32_cpu_mbstd_ch12, the same at width 12, the quickstart's | imagenet64),
+#   PRESET (fmnist32_cpu_mbstd_ch12, the minibatch-std recipe at width 12, the quickstart's |
+#   fmnist32_cpu_mbstd, the same at width 16 | fmnist32_cpu, the first CPU recipe | imagenet64),
 #   OUT_DIR (results/table1), CELLS (comma list, e.g. none,gaussian_50),
 #   DATASET, DATA_ROOT (fmnist32_cpu*: results/data/fmnist32_n$MAX_IMAGES, made if missing; else data),
 #   MAX_IMAGES (5000; 0 = all 60k), RESOLUTION, CH (G_ch = D_ch), BATCH, ITERS, EMBEDDING,
@@ -32,7 +32,7 @@ PY=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 
 GRID=${GRID:-table1}
-PRESET=${PRESET:-fmnist32_cpu}
+PRESET=${PRESET:-fmnist32_cpu_mbstd_ch12}
 OUT_DIR=${OUT_DIR:-results/$GRID}
 args=(--grid "$GRID" --output_dir "$OUT_DIR" --preset "$PRESET")
 cpu_preset=0; if [[ $PRESET == fmnist32_cpu* ]]; then cpu_preset=1; fi  # the CPU recipes on Fashion-MNIST

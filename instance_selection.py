@@ -348,7 +348,12 @@ def main(argv: list[str] | None = None) -> None:
     if 0 < config["max_images"] < full_n:
         dataset = datasets.SelectedSubset(dataset, np.arange(config["max_images"]))
     cache_dir = default_cache_dir(config)
-    name = selection.filename(prefix=f"{config['dataset']}_n{len(dataset)}")
+    # The whole dataset gets the name select_from_config gives it, so that training reuses this
+    # selection (the one the report describes) instead of recomputing it: on ill-conditioned
+    # features (a random-weight network's) a recomputation with another thread count can keep
+    # other images. `_n<N>` marks the first N images of a larger set (--max_images).
+    prefix = config["dataset"] if len(dataset) == full_n else f"{config['dataset']}_n{len(dataset)}"
+    name = selection.filename(prefix=prefix)
     result = run_selection(dataset, selection, indices_filepath=cache_dir / name, cache_dir=cache_dir,
                            batch_size=config["selection_batch_size"], num_workers=config["num_workers"],
                            device=device)

@@ -176,7 +176,7 @@ def truncated_idx(root: Path, fmnist_root: Path) -> None:
 def junk_selection_cache(root: Path) -> None:
     import instance_selection
     (root / "cache").mkdir()
-    name = instance_selection.Selection(50.0, "efficientnet_lite0", "gaussian", 32).filename(prefix="custom_n20")
+    name = instance_selection.Selection(50.0, "efficientnet_lite0", "gaussian", 32).filename(prefix="custom")
     (root / "cache" / name).write_bytes(b"PK\x03\x04 not really a zip")
 
 

@@ -353,15 +353,39 @@ def test_derived_files_never_go_into_the_data(tmp_path):
              "--device", "cpu", "--num_workers", "0", "--pbar", "none"]
     sel.main(["--dataset", "custom", "--data_root", str(root), *flags])
     derived = tmp_path / "imgs.derived" / "instance_selection"
-    assert list(derived.glob("custom_n12_*.npz")) and list(derived.glob("report_*/summary.json"))
+    assert list(derived.glob("custom_uniform_*.npz")) and list(derived.glob("report_*/summary.json"))
     assert _tree(root) == before
     assert datasets.get_dataset("custom", root, resolution=8).classes == ["a", "b"]
     make_hdf5.main(["--dataset", "custom", "--data_root", str(root), "--resolution", "8",
                     "--out", str(tmp_path / "imgs.hdf5"), "--num_workers", "0"])
     h5_before = (tmp_path / "imgs.hdf5").read_bytes()
     sel.main(["--dataset", "custom_hdf5", "--data_root", str(tmp_path / "imgs.hdf5"), *flags])
-    assert list((tmp_path / "imgs.hdf5.derived" / "instance_selection").glob("custom_hdf5_n12_*.npz"))
+    assert list((tmp_path / "imgs.hdf5.derived" / "instance_selection").glob("custom_hdf5_uniform_*.npz"))
     assert (tmp_path / "imgs.hdf5").read_bytes() == h5_before
+
+
+def test_training_reuses_the_cli_selection_the_report_describes(tmp_path):
+    """instance_selection.py on a whole dataset writes the cache file that select_from_config (what
+    train.py calls) reads: training trains on the reported selection, not on a recomputation. The
+    file's indices are replaced after the CLI run, so only a read of that file returns them."""
+    root = tmp_path / "imgs"
+    _write_folder(root)
+    flags = ["--dataset", "custom", "--data_root", str(root), "--resolution", "8", "--retention_ratio", "50",
+             "--density_measure", "uniform", "--selection_cache_dir", str(tmp_path / "cache"),
+             "--device", "cpu", "--num_workers", "0", "--pbar", "none"]
+    sel.main([*flags, "--report_dir", str(tmp_path / "report")])
+    (path,) = (tmp_path / "cache").glob("*.npz")
+    with np.load(path, allow_pickle=False) as z:
+        saved = dict(z)
+    assert len(saved["indices"]) == 6
+    planted = np.setdiff1d(np.arange(12), saved["indices"])  # the complement: never what uniform chose
+    np.savez(path, **{**saved, "indices": planted})
+    config = vars(utils.prepare_parser().parse_args(flags))
+    keep = sel.select_from_config(datasets.get_dataset_from_config(config, augment=False), config)
+    np.testing.assert_array_equal(np.sort(keep), planted)
+    assert [p.name for p in (tmp_path / "cache").glob("*.npz")] == [path.name]
+    sel.main([*flags, "--max_images", "6", "--report_dir", str(tmp_path / "report6")])
+    assert list((tmp_path / "cache").glob("custom_n6_uniform_*.npz"))  # a subset keeps its own name
 
 
 def test_one_selection_spec_from_the_flags_names_its_caches_and_validates():

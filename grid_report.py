@@ -191,17 +191,22 @@ def plot_samples(records: list[dict], path: Path) -> Path:
 
 
 def plot_sweep(records: list[dict], path: Path) -> Path:
-    """Figure 3: the six metrics against the retention ratio (100 = no selection)."""
+    """Figure 3: the six metrics against the retention ratio (100 = no selection); with several
+    seeds per ratio, the mean with the seeds' sample std as error bars."""
     plt = _figure()
-    points = sorted((float(r["labels"][1]), r["metrics"]) for r in records)
+    rows = sorted(records, key=lambda r: float(r["labels"][1]))
+    seeded = any(r.get("n_seeds", 1) > 1 for r in rows)
     fig, axes = plt.subplots(2, 3, figsize=(11, 6))
     for ax, (name, key, _, arrow) in zip(axes.flat, METRICS):
-        xs = [x for x, m in points if m.get(key) is not None]
-        ax.plot(xs, [m[key] for _, m in points if m.get(key) is not None], marker="o")
+        rows_k = [r for r in rows if r["metrics"].get(key) is not None]
+        stds = [(r.get("metrics_std", {}).get(key) or 0.0) if r.get("n_seeds", 1) > 1 else 0.0 for r in rows_k]
+        ax.errorbar([float(r["labels"][1]) for r in rows_k], [r["metrics"][key] for r in rows_k],
+                    yerr=stds if seeded else None, marker="o", capsize=3)
         ax.set_title(f"{name} {arrow}")
         ax.set_xlabel("retention ratio (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle("Metrics against the retention ratio (all against the full training data)")
+    spread = ", mean ± std over seeds" if seeded else ""
+    fig.suptitle(f"Metrics against the retention ratio (all against the full training data{spread})")
     fig.tight_layout()
     return _save(fig, path)
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -220,6 +221,29 @@ def test_seeds_aggregate_to_mean_and_sample_std_and_the_noise_test():
     slight = eg.aggregate([_record("gaussian_50", s, precision=p, recall=0.28) for s, p in enumerate((0.8, 0.9, 1.0))])
     slight["labels"] = far["labels"]
     assert "recall down a little (at most 10 %) or unchanged: **held** (worse" in grid_report.paper_verdict([base, slight])[1]
+
+
+def test_ratio_sweep_draws_the_seeds_std_as_error_bars(tmp_path):
+    """With three seeds per ratio the sweep's points carry error bars of the seeds' std: the same means
+    with a wider seed spread draw another picture, and one seed per ratio draws plain points."""
+    import grid_report
+
+    def cells(spread: float, seeds: int = 3) -> list[dict]:
+        out = []
+        for ratio, mean in ((50, 0.8), (100, 0.6)):
+            runs = [_record("gaussian_50" if ratio == 50 else "none", s, precision=mean + spread * (s - 1),
+                            recall=0.3) for s in range(seeds)]
+            out.append({**eg.aggregate(runs), "labels": ["Gaussian" if ratio == 50 else "None", str(ratio), "-", "-"]})
+        return out
+
+    pixels = {}
+    for name, records in (("narrow", cells(0.01)), ("wide", cells(0.1)), ("one", cells(0.0, 1)), ("flat", cells(0.0))):
+        with Image.open(grid_report.plot_sweep(records, tmp_path / f"{name}.png")) as im:
+            pixels[name] = np.asarray(im.convert("L"))
+    assert [r["metrics"]["precision"] for r in cells(0.1)] == pytest.approx([0.8, 0.6])  # same means
+    assert (pixels["narrow"] != pixels["wide"]).any()
+    # Zero spread: the bars have no length, so only the title's "mean ± std over seeds" differs from one seed.
+    assert (pixels["flat"] != pixels["one"])[:40].any() and not (pixels["flat"] != pixels["one"])[60:].any()
 
 
 @pytest.mark.parametrize("content, problem", [

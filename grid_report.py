@@ -199,7 +199,7 @@ def plot_sweep(records: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(11, 6))
     for ax, (name, key, _, arrow) in zip(axes.flat, METRICS):
         rows_k = [r for r in rows if r["metrics"].get(key) is not None]
-        stds = [(r.get("metrics_std", {}).get(key) or 0.0) if r.get("n_seeds", 1) > 1 else 0.0 for r in rows_k]
+        stds = [r.get("metrics_std", {}).get(key) or 0.0 for r in rows_k]  # absent for one seed
         ax.errorbar([float(r["labels"][1]) for r in rows_k], [r["metrics"][key] for r in rows_k],
                     yerr=stds if seeded else None, marker="o", capsize=3)
         ax.set_title(f"{name} {arrow}")

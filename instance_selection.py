@@ -311,14 +311,22 @@ def default_cache_dir(config: dict[str, Any]) -> Path:
     return datasets.derived_folder(config.get("dataset") or "custom", config.get("data_root")) / "instance_selection"
 
 
+def selection_cache_path(config: dict[str, Any], selection: Selection, first_n: int | None = None) -> Path:
+    """The one cache file of `selection` on the config's dataset, shared by train.py and
+    instance_selection.py, so training reuses a selection made and reported first instead of
+    recomputing it (on ill-conditioned features, a random-weight network's, a recomputation with
+    another thread count can keep other images). `first_n`: the first N images of a larger set."""
+    prefix = (config.get("dataset") or "selection") + (f"_n{first_n}" if first_n is not None else "")
+    return default_cache_dir(config) / selection.filename(prefix=prefix)
+
+
 def select_from_config(dataset: Dataset, config: dict[str, Any]) -> np.ndarray:
     """Sorted kept indices for the training loader, from the config's selection flags (cached)."""
     selection = Selection.from_config(config)
     if selection.retention_ratio == 100.0:
         return np.arange(len(dataset), dtype=np.int64)
-    cache_dir = default_cache_dir(config)
-    name = selection.filename(prefix=config.get("dataset") or "selection")
-    result = run_selection(dataset, selection, indices_filepath=cache_dir / name, cache_dir=cache_dir,
+    path = selection_cache_path(config, selection)
+    result = run_selection(dataset, selection, indices_filepath=path, cache_dir=path.parent,
                            batch_size=config.get("selection_batch_size", 128),
                            num_workers=config.get("num_workers", 4),
                            device=cli.resolve_device(config.get("device", "auto")))
@@ -347,18 +355,12 @@ def main(argv: list[str] | None = None) -> None:
     full_n = len(dataset)
     if 0 < config["max_images"] < full_n:
         dataset = datasets.SelectedSubset(dataset, np.arange(config["max_images"]))
-    cache_dir = default_cache_dir(config)
-    # The whole dataset gets the name select_from_config gives it, so that training reuses this
-    # selection (the one the report describes) instead of recomputing it: on ill-conditioned
-    # features (a random-weight network's) a recomputation with another thread count can keep
-    # other images. `_n<N>` marks the first N images of a larger set (--max_images).
-    prefix = config["dataset"] if len(dataset) == full_n else f"{config['dataset']}_n{len(dataset)}"
-    name = selection.filename(prefix=prefix)
-    result = run_selection(dataset, selection, indices_filepath=cache_dir / name, cache_dir=cache_dir,
+    path = selection_cache_path(config, selection, len(dataset) if len(dataset) < full_n else None)
+    result = run_selection(dataset, selection, indices_filepath=path, cache_dir=path.parent,
                            batch_size=config["selection_batch_size"], num_workers=config["num_workers"],
                            device=device)
     if distributed.is_main_process():
-        report_dir = config["report_dir"] or cache_dir / f"report_{Path(name).stem}"
+        report_dir = config["report_dir"] or path.parent / f"report_{path.stem}"
         summary = write_report(dataset, result, report_dir, config["report_images"], config["report_classes"],
                                extra={"dataset": config["dataset"], "dataset_images": full_n})
         print(f"kept {len(result['indices'])} of {len(dataset)} images; indices in {result['path']}; "

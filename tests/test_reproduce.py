@@ -221,6 +221,16 @@ def test_seeds_aggregate_to_mean_and_sample_std_and_the_noise_test():
     slight = eg.aggregate([_record("gaussian_50", s, precision=p, recall=0.28) for s, p in enumerate((0.8, 0.9, 1.0))])
     slight["labels"] = far["labels"]
     assert "recall down a little (at most 10 %) or unchanged: **held** (worse" in grid_report.paper_verdict([base, slight])[1]
+    # A mean 50 % lower that three seeds cannot tell from noise is not "a little" either.
+    vague = eg.aggregate([_record("gaussian_50", s, precision=0.9, recall=r) for s, r in enumerate((0.01, 0.15, 0.29))])
+    vague["labels"] = far["labels"]
+    assert grid_report.compare(base, vague, "recall", "↑")[0] == "within noise"
+    assert "recall down a little (at most 10 %) or unchanged: **did not hold** (within noise" in \
+        grid_report.paper_verdict([base, vague])[1]
+    close = eg.aggregate([_record("gaussian_50", s, precision=0.9, recall=r) for s, r in enumerate((0.2, 0.29, 0.38))])
+    close["labels"] = far["labels"]
+    assert "recall down a little (at most 10 %) or unchanged: **held** (within noise" in \
+        grid_report.paper_verdict([base, close])[1]
 
 
 def test_ratio_sweep_draws_the_seeds_std_as_error_bars(tmp_path):

@@ -7,7 +7,7 @@
 #
 # Default: a CPU run on the first 5000 Fashion-MNIST images at 32 px with Table 1's preset
 # (efficientnet_lite0 metrics, 2000 iterations per ratio, 3 seeds: 30 runs, about 5/3 of Table 1's
-# 18; ratios 10, 30, 50, 70, 80, 90, 100 measured: README). Full size, the paper's SAGAN on 64x64
+# 18; all ten measured: README). Full size, the paper's SAGAN on 64x64
 # ImageNet for 500k iterations per ratio (data from scripts/utils/prepare_data_imagenet_64.sh):
 #   PRESET=imagenet64 DATA_ROOT=data JOBS=8 GPUS=0,1,2,3,4,5,6,7 bash scripts/reproduce_figure3.sh
 # Environment: RATIOS (10,20,...,100; 100 = no selection) and everything scripts/reproduce_table1.sh

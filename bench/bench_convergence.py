@@ -70,7 +70,8 @@ RECIPES = {
     # The same at width 12 (the quickstart's preset, fmnist32_cpu_mbstd_ch12): 17.4 GFLOP an iteration
     # against 30.7 (bench_step.py), so ~1.6-1.8x the iterations.
     "fmnist32_cpu_bs16_sd16_mbstd4_ch12": ("fmnist32_cpu_mbstd_ch12", ""),
-    # Width 8: ~0.44x width 12's convolution FLOPs; is the course per iteration still the same?
+    # Width 8: 7.9 GFLOP an iteration (0.45x width 12's). Behind width 12 per iteration, but compiled it runs
+    # ~2.2x the iterations in 10 minutes: the lowest 10-minute FID measured (RECIPE_EXPERIMENTS, "Width 8").
     "fmnist32_cpu_bs16_sd16_mbstd4_ch8": ("fmnist32_cpu_mbstd_ch12", "--G_ch 8 --D_ch 8"),
     # Batch 32 with half the width at the 32x32 stages of G and D (where most convolution work is).
     "fmnist32_cpu_bs32_taper": ("fmnist32_cpu", "--batch_size 32 --G_ch_mults 4_4_4_2 --D_ch_mults 2_4_4_4"),

@@ -240,9 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         return replot(args.replot, Path(args.png), args.by)
     if args.seconds <= 0 or args.test_every < 1 or args.threads < 1:
         raise utils.UserError("--seconds must be > 0, --test_every and --threads >= 1")
-    out = Path(args.out)
+    # Absolute: train.py reads a relative --data_root under its --base_root (OUT), not the caller's folder.
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data_root = args.data_root or str(out / "data")
+    data_root = str(Path(args.data_root).resolve()) if args.data_root else str(out / "data")
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     base = recipe_flags(recipes[0], args.extra)

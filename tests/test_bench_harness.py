@@ -49,10 +49,12 @@ TINY_RECIPE = ("--G_ch 8 --D_ch 8 --batch_size 8 --num_D_steps 1 --dim_z 16 --sh
 
 def run_tiny_bench(run_py, fmnist_root: Path, out: Path, name: str, seconds: str, extra: str = "") -> list[dict]:
     """bench_convergence.py on 100 real images with a tiny model, tests every 3 iterations, seed 0
-    (runs under out/conv, curves in out/curves.png); returns its JSON lines."""
+    (runs under out/conv, curves in out/curves.png); returns its JSON lines. The paths are given
+    relative to the working folder, as a user types them (train.py reads a relative --data_root under
+    its --base_root, so the script must not pass them on as they are)."""
     proc = run_py("bench/bench_convergence.py", "--seconds", seconds, "--test_every", "3", "--max_images", "100",
-                  "--out", out / "conv", "--png", out / "curves.png", "--extra", f"{TINY_RECIPE} {extra}",
-                  "--name", name, "--seeds", "0", env={"FMNIST_ROOT": str(fmnist_root)})
+                  "--out", "conv", "--png", "curves.png", "--extra", f"{TINY_RECIPE} {extra}",
+                  "--name", name, "--seeds", "0", env={"FMNIST_ROOT": str(fmnist_root)}, cwd=out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 

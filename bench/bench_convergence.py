@@ -73,6 +73,9 @@ RECIPES = {
     # Width 8: 7.9 GFLOP an iteration (0.45x width 12's). Behind width 12 per iteration, but compiled it runs
     # ~2.2x the iterations in 10 minutes: the lowest 10-minute FID measured (RECIPE_EXPERIMENTS, "Width 8").
     "fmnist32_cpu_bs16_sd16_mbstd4_ch8": ("fmnist32_cpu_mbstd_ch12", "--G_ch 8 --D_ch 8"),
+    # Width 8 at batch 32: only a third of a width-8 step is convolutions, so twice the images cost ~1.5x
+    # an iteration (bench_step.py, compiled) and each second of training sees ~1.4x the images.
+    "fmnist32_cpu_bs32_sd16_mbstd4_ch8": ("fmnist32_cpu_mbstd_ch12", "--G_ch 8 --D_ch 8 --batch_size 32"),
     # Batch 32 with half the width at the 32x32 stages of G and D (where most convolution work is).
     "fmnist32_cpu_bs32_taper": ("fmnist32_cpu", "--batch_size 32 --G_ch_mults 4_4_4_2 --D_ch_mults 2_4_4_4"),
 }
@@ -173,27 +176,32 @@ X_AXES = {"seconds": ("train_seconds", "training seconds"), "iterations": ("itr"
 
 def plot(records: list[dict], floor: dict, path: Path, by: str = "seconds") -> None:
     """Five panels (FID, P, R, D, C against training seconds or iterations), one line per recipe
-    and seed."""
+    and seed, one colour and one legend entry (below the panels) per recipe."""
     x_key, x_label = X_AXES[by]
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 5, figsize=(20, 3.8))
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4.6))
     recipes = sorted({r["recipe"] for r in records})
     colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(recipes)}
+    seeds = {name: sorted({r["seed"] for r in records if r["recipe"] == name}) for name in recipes}
     for ax, (short, long) in zip(axes, METRIC_KEYS):
         for (recipe, seed) in sorted({(r["recipe"], r["seed"]) for r in records}):
             rows = [r for r in records if r["recipe"] == recipe and r["seed"] == seed]
+            label = (f"{recipe} (seed{'s' if len(seeds[recipe]) > 1 else ''} "
+                     f"{', '.join(map(str, seeds[recipe]))})") if seed == seeds[recipe][0] else "_nolegend_"
             ax.plot([r[x_key] for r in rows], [r[long] for r in rows], marker="o", ms=3,
-                    color=colours[recipe], label=f"{recipe} (seed {seed})")
+                    color=colours[recipe], label=label)
         ax.axhline(floor[long], color="k", ls="--", lw=1, label="real vs real")
         ax.set_title(long if short != "FID" else "FID (lower is better)")
         ax.set_xlabel(f"{x_label} (2 CPU cores)" if by == "seconds" and os.cpu_count() == 2 else x_label)
         if short == "FID":
             ax.set_yscale("log")
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    rows = (len(labels) + 2) // 3
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Convergence on Fashion-MNIST 32 px (efficientnet_lite0 features, 1000 samples, k=5)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -132,6 +132,8 @@ def test_bench_convergence_recipes_are_valid_train_configs_and_can_drop_a_switch
     assert {k: v for k, v in ch12.items() if v != mbstd[k]} == {"G_ch": 12, "D_ch": 12}
     ch8 = vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs16_sd16_mbstd4_ch8", "")))
     assert {k: v for k, v in ch8.items() if v != mbstd[k]} == {"G_ch": 8, "D_ch": 8}
+    ch8_bs32 = vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs32_sd16_mbstd4_ch8", "")))
+    assert {k: v for k, v in ch8_bs32.items() if v != mbstd[k]} == {"G_ch": 8, "D_ch": 8, "batch_size": 32}
     with pytest.raises(utils.UserError, match="unknown recipe 'nope'.*fmnist32_cpu_bs16_nohier"):
         bench_convergence.recipe_flags("nope", "")
 

@@ -308,3 +308,19 @@ def test_the_grid_says_when_bf16_will_run_as_fp32_on_this_cpu(monkeypatch, capsy
     monkeypatch.setattr(eg.BigGAN, "cpu_runs_bf16_natively", lambda: False)
     eg.warn_if_bf16_is_emulated({**config, "amp": "none"})
     assert capsys.readouterr().out == ""
+
+
+def test_prepare_fmnist_keeps_every_file_under_a_relative_data_root(tmp_path, fmnist_root, monkeypatch):
+    """--prepare with a relative --data_root, run outside the repository: the HDF5, moments and
+    manifold all land under the caller's folder (the prepare script changes directory to the
+    repository, where a relative path would point elsewhere)."""
+    import grid_processes
+    import utils
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FMNIST_ROOT", str(fmnist_root))
+    config = vars(utils.prepare_parser().parse_args([
+        "--dataset", "FMNIST32_hdf5", "--data_root", "data", "--feature_net", "efficientnet_lite0",
+        "--feature_res", "32", "--num_pr_images", "24", "--device", "cpu"]))
+    grid_processes.prepare_fmnist(config, 100, 1)
+    assert (tmp_path / "data" / "FMNIST32.hdf5").exists()
+    assert [p.exists() for p in grid_processes.metric_files(config)] == [True, True]

@@ -73,8 +73,8 @@ RECIPES = {
     # Width 8: 7.9 GFLOP an iteration (0.45x width 12's). Behind width 12 per iteration, but compiled it runs
     # ~2.2x the iterations in 10 minutes: the lowest 10-minute FID measured (RECIPE_EXPERIMENTS, "Width 8").
     "fmnist32_cpu_bs16_sd16_mbstd4_ch8": ("fmnist32_cpu_mbstd_ch12", "--G_ch 8 --D_ch 8"),
-    # Width 8 at batch 32: only a third of a width-8 step is convolutions, so twice the images cost ~1.5x
-    # an iteration (bench_step.py, compiled) and each second of training sees ~1.4x the images.
+    # Width 8 at batch 32: 40 % of a compiled width-8 step is convolutions, so twice the images cost 1.46x
+    # an iteration (bench_step.py) and 10 minutes see ~1.45x the images (RECIPE_EXPERIMENTS, "batch 32").
     "fmnist32_cpu_bs32_sd16_mbstd4_ch8": ("fmnist32_cpu_mbstd_ch12", "--G_ch 8 --D_ch 8 --batch_size 32"),
     # Batch 32 with half the width at the 32x32 stages of G and D (where most convolution work is).
     "fmnist32_cpu_bs32_taper": ("fmnist32_cpu", "--batch_size 32 --G_ch_mults 4_4_4_2 --D_ch_mults 2_4_4_4"),
@@ -198,10 +198,10 @@ def plot(records: list[dict], floor: dict, path: Path, by: str = "seconds") -> N
         if short == "FID":
             ax.set_yscale("log")
     handles, labels = axes[0].get_legend_handles_labels()
-    rows = (len(labels) + 2) // 3
+    legend_rows = (len(labels) + 2) // 3
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Convergence on Fashion-MNIST 32 px (efficientnet_lite0 features, 1000 samples, k=5)")
-    fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
+    fig.tight_layout(rect=(0, 0.05 * legend_rows + 0.02, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -126,14 +126,13 @@ def test_bench_convergence_recipes_are_valid_train_configs_and_can_drop_a_switch
     assert {k: v for k, v in mbstd.items() if v != first[k]} == {
         "batch_size": 16, "shared_dim": 16, "D_mbstd_group": 4}
     # A variant's flag with a value overrides its preset's (argparse keeps the last).
-    dsteps3 = vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs16_sd16_mbstd4_dsteps3", "")))
-    assert {k: v for k, v in dsteps3.items() if v != mbstd[k]} == {"num_D_steps": 3}
-    ch12 = vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs16_sd16_mbstd4_ch12", "")))
-    assert {k: v for k, v in ch12.items() if v != mbstd[k]} == {"G_ch": 12, "D_ch": 12}
-    ch8 = vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs16_sd16_mbstd4_ch8", "")))
-    assert {k: v for k, v in ch8.items() if v != mbstd[k]} == {"G_ch": 8, "D_ch": 8}
-    ch8_bs32 = vars(parser.parse_args(bench_convergence.recipe_flags("fmnist32_cpu_bs32_sd16_mbstd4_ch8", "")))
-    assert {k: v for k, v in ch8_bs32.items() if v != mbstd[k]} == {"G_ch": 8, "D_ch": 8, "batch_size": 32}
+    variants = {"fmnist32_cpu_bs16_sd16_mbstd4_dsteps3": {"num_D_steps": 3},
+                "fmnist32_cpu_bs16_sd16_mbstd4_ch12": {"G_ch": 12, "D_ch": 12},
+                "fmnist32_cpu_bs16_sd16_mbstd4_ch8": {"G_ch": 8, "D_ch": 8},
+                "fmnist32_cpu_bs32_sd16_mbstd4_ch8": {"G_ch": 8, "D_ch": 8, "batch_size": 32}}
+    for name, changed in variants.items():
+        variant = vars(parser.parse_args(bench_convergence.recipe_flags(name, "")))
+        assert {k: v for k, v in variant.items() if v != mbstd[k]} == changed, name
     with pytest.raises(utils.UserError, match="unknown recipe 'nope'.*fmnist32_cpu_bs16_nohier"):
         bench_convergence.recipe_flags("nope", "")
 

@@ -7,13 +7,14 @@ The recipe's G, D, optimisers and step are built as train.py builds them (`bench
 from the recipe's train.py flags, with --amp, --channels_last and --compile applied) and fed
 random images of the recipe's shape: time and FLOPs do not depend on the pixels. One iteration's
 FLOPs are counted with torch.utils.flop_counter; --iters iterations are timed, then as many
-are profiled with torch.profiler to find the convolutions' share. One JSON line: seconds and
-GFLOP per iteration, the convolution kernels' seconds and GFLOP/s against a square matmul's in
-the recipe's dtype (measured in the same run, best of seven), and how many iterations --seconds
-of training hold, as measured and with every op other than the convolutions free (a ceiling no
-tuning of the rest can pass). This is how the README's "Speed" reads whether a machine is
-compute-bound for a recipe. CPU only: on CUDA the kernels run asynchronously to the host-side
-events this reads (use torch.profiler with CUDA activity there).
+are profiled with torch.profiler to find the convolutions' share of that pass, which is applied
+to the timed seconds. One JSON line: seconds and GFLOP per iteration, the convolution kernels'
+seconds and GFLOP/s against a square matmul's in the recipe's dtype (measured in the same run,
+best of seven), and how many iterations --seconds of training hold, as measured and with every
+op other than the convolutions free (a ceiling no tuning of the rest can pass). This is how the
+README's "Speed" reads whether a machine is compute-bound for a recipe. CPU only: on CUDA the
+kernels run asynchronously to the host-side events this reads (use torch.profiler with CUDA
+activity there).
 """
 from __future__ import annotations
 
@@ -77,14 +78,20 @@ def measure(config: dict, iters: int, warmup: int) -> dict:
         step(x, y)
     seconds = (time.perf_counter() - start) / iters
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
         for _ in range(iters):
             step(x, y)
+        profiled_seconds = time.perf_counter() - start
     events = prof.key_averages()
     conv_us = sum(e.self_cpu_time_total for e in events if e.key in CONV_KERNELS)
+    # The profiled pass runs slower than the timed one (the profiler's own cost, and whatever else
+    # the machine does meanwhile), so its absolute conv seconds are not comparable with `seconds`:
+    # the convolutions' share of the profiled pass is applied to the unprofiled time.
+    conv_share = conv_us / 1e6 / profiled_seconds
     return {"gflop_per_iter": counter.get_total_flops() / 1e9,
             "conv_gflop_per_iter": sum(n for op, n in counter.get_flop_counts()["Global"].items()
                                        if "convolution" in str(op)) / 1e9,
-            "s_per_iter": seconds, "conv_s_per_iter": conv_us / 1e6 / iters,
+            "s_per_iter": seconds, "conv_s_per_iter": conv_share * seconds,
             "table": events.table(sort_by="self_cpu_time_total", row_limit=30)}
 
 

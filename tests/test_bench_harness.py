@@ -129,7 +129,9 @@ def test_bench_convergence_recipes_are_valid_train_configs_and_can_drop_a_switch
     variants = {"fmnist32_cpu_bs16_sd16_mbstd4_dsteps3": {"num_D_steps": 3},
                 "fmnist32_cpu_bs16_sd16_mbstd4_ch12": {"G_ch": 12, "D_ch": 12},
                 "fmnist32_cpu_bs16_sd16_mbstd4_ch8": {"G_ch": 8, "D_ch": 8},
-                "fmnist32_cpu_bs32_sd16_mbstd4_ch8": {"G_ch": 8, "D_ch": 8, "batch_size": 32}}
+                "fmnist32_cpu_bs32_sd16_mbstd4_ch8": {"G_ch": 8, "D_ch": 8, "batch_size": 32},
+                "fmnist32_cpu_bs32_sd16_mbstd4_ch8_GnoSN": {"G_ch": 8, "D_ch": 8, "batch_size": 32,
+                                                            "G_param": "none"}}
     for name, changed in variants.items():
         variant = vars(parser.parse_args(bench_convergence.recipe_flags(name, "")))
         assert {k: v for k, v in variant.items() if v != mbstd[k]} == changed, name

@@ -52,12 +52,10 @@ def prepare_fmnist(config: dict, max_images: int, threads: int) -> None:
                     "--batch_size", "1000", "--max_images", str(max_images)], None, threads)
     if not all(p.exists() for p in metric_files(config)):
         say(f"preparing the moments and manifold of {hdf5} with {config['feature_net']}")
-        # Absolute: the script works from the repository root, where a relative path points elsewhere.
-        weights = config["inception_weights"]
-        env = {"DATA_ROOT": str(Path(config["data_root"]).resolve()), "FEATURE_NET": config["feature_net"],
-               "NUM_WORKERS": "0", "NUM_PR_IMAGES": str(config["num_pr_images"]), "DEVICE": config["device"],
-               "INCEPTION_WEIGHTS": weights and str(Path(weights).resolve()),
-               "FEATURE_RES": str(config["feature_res"]), "PYTHON": sys.executable}
+        env = {"DATA_ROOT": config["data_root"], "FEATURE_NET": config["feature_net"], "NUM_WORKERS": "0",
+               "NUM_PR_IMAGES": str(config["num_pr_images"]), "DEVICE": config["device"],
+               "INCEPTION_WEIGHTS": config["inception_weights"], "FEATURE_RES": str(config["feature_res"]),
+               "PYTHON": sys.executable}
         run_logged(["bash", str(REPO / "scripts/utils/prepare_data_fmnist.sh")], None, threads, env)
 
 

@@ -12,11 +12,15 @@
 # The IDX files are read from DATA_ROOT/fashion-mnist, else /usr/share/datasets/fashion-mnist
 # (Debian/Ubuntu: apt-get install dataset-fashion-mnist). Steps whose output exists are
 # skipped (FORCE=1 redoes them).
-# Environment: DATA_ROOT (data), FEATURE_NET (efficientnet_lite0), BATCH_SIZE (128),
+# Environment (relative paths from the caller's folder): DATA_ROOT (the repository's data),
+#   FEATURE_NET (efficientnet_lite0), BATCH_SIZE (128),
 #   NUM_WORKERS (2), NUM_PR_IMAGES (10000), INCEPTION_WEIGHTS (''), DEVICE (auto),
 #   FEATURE_RES (0 = the network's own input size; e.g. 64 is ~10x faster on a CPU, and the
 #   files record it, so training must use the same --feature_res), PYTHON (.venv/bin/python).
 set -euo pipefail
+# Relative paths are the caller's: made absolute before the script works from the repository root.
+if [ -n "${DATA_ROOT:-}" ]; then DATA_ROOT=$(realpath -m -- "$DATA_ROOT"); fi
+if [ -n "${INCEPTION_WEIGHTS:-}" ]; then INCEPTION_WEIGHTS=$(realpath -m -- "$INCEPTION_WEIGHTS"); fi
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python

@@ -11,10 +11,14 @@
 # per class: data/ImageNet/n01440764/*.JPEG, ... Steps whose output exists are skipped
 # (FORCE=1 redoes them). The Inception-v3 weights must be in the torch hub cache or given
 # with INCEPTION_WEIGHTS=FILE (the error message names the expected file).
-# Environment: DATA_ROOT (data), FEATURE_NET (inception_v3), BATCH_SIZE (256),
-#   NUM_WORKERS (8), NUM_PR_IMAGES (10000), INCEPTION_WEIGHTS (''), PYTHON (.venv/bin/python).
+# Environment (relative paths from the caller's folder): DATA_ROOT (the repository's data),
+#   FEATURE_NET (inception_v3), BATCH_SIZE (256), NUM_WORKERS (8), NUM_PR_IMAGES (10000),
+#   INCEPTION_WEIGHTS (''), PYTHON (.venv/bin/python).
 # Under torchrun the metrics steps shard over GPUs: prefix with LAUNCH="torchrun --nproc_per_node=8".
 set -euo pipefail
+# Relative paths are the caller's: made absolute before the script works from the repository root.
+if [ -n "${DATA_ROOT:-}" ]; then DATA_ROOT=$(realpath -m -- "$DATA_ROOT"); fi
+if [ -n "${INCEPTION_WEIGHTS:-}" ]; then INCEPTION_WEIGHTS=$(realpath -m -- "$INCEPTION_WEIGHTS"); fi
 cd "$(dirname "$0")/../.."
 RES=${1:?usage: prepare_data_imagenet.sh RES (64, 128 or 256)}
 PY=${PYTHON:-python}

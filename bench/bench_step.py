@@ -8,13 +8,13 @@ from the recipe's train.py flags, with --amp, --channels_last and --compile appl
 random images of the recipe's shape: time and FLOPs do not depend on the pixels. One iteration's
 FLOPs are counted with torch.utils.flop_counter; --iters iterations are timed, then as many
 are profiled with torch.profiler to find the convolutions' share of that pass, which is applied
-to the timed seconds. One JSON line: seconds and GFLOP per iteration, the convolution kernels'
-seconds and GFLOP/s against a square matmul's in the recipe's dtype (measured in the same run,
-best of seven), and how many iterations --seconds of training hold, as measured and with every
-op other than the convolutions free (a ceiling no tuning of the rest can pass). This is how the
-README's "Speed" reads whether a machine is compute-bound for a recipe. CPU only: on CUDA the
-kernels run asynchronously to the host-side events this reads (use torch.profiler with CUDA
-activity there).
+to the timed seconds. One JSON line: seconds and GFLOP per iteration (timed, and in the profiled
+pass), the convolution kernels' seconds and GFLOP/s against a square matmul's in the recipe's
+dtype (measured in the same run, best of seven), and how many iterations --seconds of training
+hold, as measured and with every op other than the convolutions free (a ceiling no tuning of the
+rest can pass). This is how the README's "Speed" reads whether a machine is compute-bound for a
+recipe. CPU only: on CUDA the kernels run asynchronously to the host-side events this reads (use
+torch.profiler with CUDA activity there).
 """
 from __future__ import annotations
 
@@ -92,6 +92,7 @@ def measure(config: dict, iters: int, warmup: int) -> dict:
             "conv_gflop_per_iter": sum(n for op, n in counter.get_flop_counts()["Global"].items()
                                        if "convolution" in str(op)) / 1e9,
             "s_per_iter": seconds, "conv_s_per_iter": conv_share * seconds,
+            "profiled_s_per_iter": profiled_seconds / iters,
             "table": events.table(sort_by="self_cpu_time_total", row_limit=30)}
 
 
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         "iters": args.iters, "gflop_per_iter": round(result["gflop_per_iter"], 3),
         "conv_gflop_per_iter": round(result["conv_gflop_per_iter"], 3),
         "s_per_iter": round(result["s_per_iter"], 5),
+        "profiled_s_per_iter": round(result["profiled_s_per_iter"], 5),
         "gflops_per_s": round(result["gflop_per_iter"] / result["s_per_iter"], 1),
         "conv_s_per_iter": round(conv_s, 5), "conv_share": round(conv_s / result["s_per_iter"], 3),
         "conv_gflops_per_s": round(result["conv_gflop_per_iter"] / conv_s, 1) if conv_s else None,

@@ -149,6 +149,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num_D_accumulations", type=int, default=1, help="Micro-batches per D step")
     g.add_argument("--split_D", action="store_true", default=False,
                    help="Run D separately on real and fake instead of on one concatenated batch")
+    g.add_argument("--loss", type=str, default="hinge", choices=("hinge", "dcgan"),
+                   help="GAN loss: BigGAN's hinge, or DCGAN's non-saturating one (default: %(default)s)")
     g.add_argument("--G_ortho", type=float, default=0.0, help="Modified ortho reg strength for G")
     g.add_argument("--D_ortho", type=float, default=0.0, help="Modified ortho reg strength for D")
     g.add_argument("--toggle_grads", action="store_true", default=True,
@@ -403,6 +405,7 @@ def name_from_config(config: dict[str, Any]) -> str:
         "DB%3.3f" % c["D_B1"] if c["D_B1"] != 0.0 else None,
         "DBB%3.3f" % c["D_B2"] if c["D_B2"] != 0.999 else None,
         "Gnl%s" % c["G_nl"], "Dnl%s" % c["D_nl"],
+        "loss%s" % c["loss"] if c.get("loss", "hinge") != "hinge" else None,
         "Ginit%s" % c["G_init"], "Dinit%s" % c["D_init"],
         "G%s" % c["G_param"] if c["G_param"] != "SN" else None,
         "D%s" % c["D_param"] if c["D_param"] != "SN" else None,

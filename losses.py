@@ -1,9 +1,12 @@
-"""GAN losses. Hinge loss is the default, as in BigGAN-PyTorch; DCGAN's is kept for comparison.
+"""GAN losses. Hinge loss is the default, as in BigGAN-PyTorch; `--loss dcgan` trains with the
+non-saturating loss of DCGAN (and StyleGAN) instead.
 
 Each discriminator loss returns its real and fake parts separately so that both can
 be logged; the training step adds them.
 """
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +34,9 @@ def loss_dcgan_gen(dis_fake: torch.Tensor) -> torch.Tensor:
     return torch.mean(F.softplus(-dis_fake))
 
 
-# BigGAN-PyTorch trains with the hinge loss; these two names are what the training step calls.
-generator_loss = loss_hinge_gen
-discriminator_loss = loss_hinge_dis
+LossFn = Callable[..., Any]
+# --loss: name -> (G's loss, D's loss). BigGAN-PyTorch trains with the hinge loss only.
+LOSSES: dict[str, tuple[LossFn, LossFn]] = {
+    "hinge": (loss_hinge_gen, loss_hinge_dis),
+    "dcgan": (loss_dcgan_gen, loss_dcgan_dis),
+}

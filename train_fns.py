@@ -112,6 +112,7 @@ def GAN_training_function(nets: Nets, G_optim: torch.optim.Optimizer, D_optim: t
     D_scaler, G_scaler = scalers or (torch.amp.GradScaler("cuda", enabled=False),) * 2
     shared_params = list(G.shared.parameters())
     augment = compose_augment(modes)
+    generator_loss, discriminator_loss = losses.LOSSES[config["loss"]]
 
     def with_extra(loss: torch.Tensor, extras) -> torch.Tensor:
         for extra in extras:
@@ -160,7 +161,7 @@ def GAN_training_function(nets: Nets, G_optim: torch.optim.Optimizer, D_optim: t
                         with torch.no_grad():
                             G_z = G(z[:bs], G.shared(gy[:bs]))
                         D_fake, D_real = run_D(G_z, gy[:bs], x_chunks[counter], y_chunks[counter])
-                        D_loss_real, D_loss_fake = losses.discriminator_loss(D_fake, D_real)
+                        D_loss_real, D_loss_fake = discriminator_loss(D_fake, D_real)
                         D_loss = with_extra(D_loss_real + D_loss_fake,
                                             (m.extra_D_loss(D, x_chunks[counter], G_z) for m in modes))
                     D_scaler.scale(D_loss / float(n_D_acc)).backward()
@@ -192,7 +193,7 @@ def GAN_training_function(nets: Nets, G_optim: torch.optim.Optimizer, D_optim: t
             with _no_sync(nets.G_train, acc == n_G_acc - 1):
                 with BigGAN.autocast_context(config, device):
                     G_z = nets.G_train(z, G.shared(gy))
-                    G_loss = with_extra(losses.generator_loss(nets.D_frozen(augment(G_z), gy)),
+                    G_loss = with_extra(generator_loss(nets.D_frozen(augment(G_z), gy)),
                                         (m.extra_G_loss(D, G_z) for m in modes))
                     # Logged divided, as BigGAN-PyTorch does (its D losses are logged undivided).
                     G_loss = G_loss / float(n_G_acc)

@@ -116,6 +116,7 @@ def test_names_are_deterministic_and_readable():
     narrowed = utils.name_from_config(dict(base, G_ch_mults="4_4_4_2", D_ch_mults="2_4_4_4"))
     assert "_Gch32_Dch32_Gm4-4-4-2_Dm2-4-4-4_bs64_" in narrowed
     assert "_Dch32_Dmbstd4_bs64_" in utils.name_from_config(dict(base, D_mbstd_group=4))
+    assert "_Dnlrelu_lossdcgan_Ginit" in utils.name_from_config(dict(base, loss="dcgan"))
     hashed = dict(base, hashname=True)
     assert re.fullmatch(r"exp_[0-9a-f]{10}", utils.name_from_config(hashed))
     assert utils.name_from_config(hashed) == utils.name_from_config(dict(hashed))

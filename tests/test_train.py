@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import signal
 import subprocess
@@ -43,9 +44,18 @@ def build(config: dict, seed: int = 0):
 # ----------------------------------------------------------------------------- pieces
 def test_hinge_loss_values():
     real, fake = torch.tensor([[2.0], [0.5]]), torch.tensor([[-2.0], [0.0]])
-    loss_real, loss_fake = losses.discriminator_loss(fake, real)
+    loss_real, loss_fake = losses.loss_hinge_dis(fake, real)
     assert loss_real.item() == pytest.approx(0.25) and loss_fake.item() == pytest.approx(0.5)
-    assert losses.generator_loss(fake).item() == pytest.approx(1.0)
+    assert losses.loss_hinge_gen(fake).item() == pytest.approx(1.0)
+
+
+def test_non_saturating_loss_values():
+    real, fake = torch.tensor([[2.0], [0.5]]), torch.tensor([[-2.0], [0.0]])
+    loss_real, loss_fake = losses.loss_dcgan_dis(fake, real)
+    # -log sigmoid(D(x)) over the reals, -log(1 - sigmoid(D(G(z)))) over the fakes, -log sigmoid(D(G(z))) for G
+    assert loss_real.item() == pytest.approx((math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-0.5))) / 2)
+    assert loss_fake.item() == pytest.approx((math.log1p(math.exp(-2.0)) + math.log(2.0)) / 2)
+    assert losses.loss_dcgan_gen(fake).item() == pytest.approx((math.log1p(math.exp(2.0)) + math.log(2.0)) / 2)
 
 
 def test_ortho_is_the_gradient_of_the_modified_penalty():
@@ -120,8 +130,10 @@ def test_foreach_adam_equals_the_plain_loop():
     assert all(torch.equal(a, b) for a, b in zip(G1.parameters(), G2.parameters()))
 
 
-def reference_iteration(G, D, GD, G_optim, D_optim, G_ema, z_, y_, x, y, itr, config):
-    """BigGAN-PyTorch's GAN_training_function written out plainly (through G_D)."""
+def reference_iteration(G, D, GD, G_optim, D_optim, G_ema, z_, y_, x, y, itr, config,
+                        gen_loss=losses.loss_hinge_gen, dis_loss=losses.loss_hinge_dis):
+    """BigGAN-PyTorch's GAN_training_function written out plainly (through G_D), with its hinge
+    loss unless another pair is given."""
     bs = config["batch_size"]
     x, y = torch.split(x, bs), torch.split(y, bs)
     counter = 0
@@ -133,7 +145,7 @@ def reference_iteration(G, D, GD, G_optim, D_optim, G_ema, z_, y_, x, y, itr, co
             z_.normal_(0, config["z_var"])
             y_.random_(0, config["n_classes"])
             D_fake, D_real = GD(z_[:bs], y_[:bs], x[counter], y[counter], train_G=False)
-            D_loss_real, D_loss_fake = losses.discriminator_loss(D_fake, D_real)
+            D_loss_real, D_loss_fake = dis_loss(D_fake, D_real)
             ((D_loss_real + D_loss_fake) / float(config["num_D_accumulations"])).backward()
             counter += 1
         with torch.no_grad():
@@ -148,7 +160,7 @@ def reference_iteration(G, D, GD, G_optim, D_optim, G_ema, z_, y_, x, y, itr, co
     for _ in range(config["num_G_accumulations"]):
         z_.normal_(0, config["z_var"])
         y_.random_(0, config["n_classes"])
-        G_loss = losses.generator_loss(GD(z_, y_, train_G=True)) / float(config["num_G_accumulations"])
+        G_loss = gen_loss(GD(z_, y_, train_G=True)) / float(config["num_G_accumulations"])
         G_loss.backward()
     shared = [id(p) for p in G.shared.parameters()]
     with torch.no_grad():
@@ -165,9 +177,11 @@ def reference_iteration(G, D, GD, G_optim, D_optim, G_ema, z_, y_, x, y, itr, co
     return {"G_loss": G_loss.item(), "D_loss_real": D_loss_real.item(), "D_loss_fake": D_loss_fake.item()}
 
 
-def test_iteration_is_biggan_pytorch_recipe_bit_for_bit():
+@pytest.mark.parametrize("loss", ["hinge", "dcgan"])
+def test_iteration_is_biggan_pytorch_recipe_bit_for_bit(loss):
+    """Hinge: BigGAN-PyTorch's step. --loss dcgan: the same step with the non-saturating pair."""
     config = tiny_config(num_D_steps=2, num_D_accumulations=2, num_G_accumulations=2, G_ortho=1e-3,
-                         D_ortho=1e-3, ema=True, ema_start=2, ema_decay=0.9)
+                         D_ortho=1e-3, ema=True, ema_start=2, ema_decay=0.9, loss=loss)
     G, D, G_optim, D_optim = build(config)
     G_ema = copy.deepcopy(G)
     rG, rD, rG_ema = copy.deepcopy(G), copy.deepcopy(D), copy.deepcopy(G)
@@ -186,7 +200,7 @@ def test_iteration_is_biggan_pytorch_recipe_bit_for_bit():
         ours = train(x, y)
         torch.manual_seed(100 + itr)
         ref = reference_iteration(rG, rD, BigGAN.G_D(rG, rD), rG_optim, rD_optim, rG_ema, z_, y_, x, y,
-                                  itr, config)
+                                  itr, config, *losses.LOSSES[loss])
         assert {k: ours[k] for k in ref} == ref
     for a, b in [(G, rG), (D, rD), (G_ema, rG_ema)]:
         for (key, v), v2 in zip(a.state_dict().items(), b.state_dict().values()):
@@ -513,6 +527,7 @@ def test_resume_by_name_alone_continues_the_run_bit_for_bit(fmnist_folder, unint
     (["--seed", "3"], ["--seed 3 (run: 0)"]),
     (["--D_ch_mults", "2_4_4_4"], ["--D_ch_mults 2_4_4_4 (run: '')"]),
     (["--D_mbstd_group", "2"], ["--D_mbstd_group 2 (run: 0)"]),
+    (["--loss", "dcgan"], ["--loss dcgan (run: hinge)"]),
 ])
 def test_resume_refuses_flags_that_change_the_experiment(fmnist_folder, tmp_path, flags, named):
     import train

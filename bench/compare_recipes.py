@@ -33,8 +33,8 @@ COLUMNS = (("FID ↓", "FID", 1), ("P ↑", "precision", 3), ("R ↑", "recall",
            ("C ↑", "coverage", 3), ("FID / real", "FID_ratio", 2))
 
 
-def read_runs(paths: list[str]) -> tuple[dict[str, dict[int, list[dict]]], list[str]]:
-    """{recipe: {seed: tests sorted by iteration}} from the files, and the recipes in the order met.
+def read_runs(paths: list[str]) -> dict[str, dict[int, list[dict]]]:
+    """{recipe: {seed: tests sorted by iteration}} from the files, recipes in the order the files name them.
 
     Each test carries "FID_ratio", its FID over the real-vs-real FID of its own file. A recipe and
     seed found in two files is refused: which of the two runs to read would be a guess."""
@@ -58,7 +58,7 @@ def read_runs(paths: list[str]) -> tuple[dict[str, dict[int, list[dict]]], list[
     for seeds in runs.values():
         for tests in seeds.values():
             tests.sort(key=lambda t: t["itr"])
-    return runs, list(runs)
+    return runs
 
 
 def pick(tests: list[dict], at_itr: int | None, seconds: float | None) -> dict | None:
@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="a row pooling the seeds of these recipe names (repeat; the first is the control)")
     p.add_argument("--json", action="store_true", help="one JSON line per row instead of the table")
     args = p.parse_args(argv)
-    runs, recipes = read_runs(args.files)
-    summary = summarise(runs, parse_rows(args.row, recipes), args.at_itr, args.seconds)
+    runs = read_runs(args.files)
+    summary = summarise(runs, parse_rows(args.row, list(runs)), args.at_itr, args.seconds)
     if args.json:
         for row in summary:
             print(json.dumps(row))

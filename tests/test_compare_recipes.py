@@ -98,7 +98,7 @@ def test_a_run_in_two_files_is_refused(tmp_path, two_recipes):
 
 
 def test_reproduces_the_g_without_spectral_norm_table(capsys):
-    """The committed JSON lines give RECIPE_EXPERIMENTS' table at 7200 iterations (stop 40)."""
+    """The committed JSON lines give RECIPE_EXPERIMENTS' five-seed table at 7200 iterations."""
     files = [RUNS / "fmnist32_cpu_bs32_sd16_mbstd4_ch8_compile_10min_seeds01234_epyc_2threads.jsonl",
              RUNS / "fmnist32_cpu_bs32_sd16_mbstd4_ch8_compile_GnoSN_10min_seed0_epyc_2threads.jsonl",
              RUNS / "fmnist32_cpu_bs32_sd16_mbstd4_ch8_compile_GnoSN_fp32_7200its_seeds1234_avx2_1thread_two_at_a_time.jsonl"]

@@ -38,6 +38,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 import BigGAN  # noqa: E402
+import checkpoints  # noqa: E402
 import experiment_grid  # noqa: E402
 import grid_processes  # noqa: E402
 import metric_specs  # noqa: E402
@@ -130,19 +131,24 @@ def train_env(threads: int) -> dict[str, str]:
 
 
 def train_for(flags: list[str], seconds: float, test_every: int, out: Path, name: str, threads: int,
-              log) -> list[dict]:
+              log, resume: bool = False) -> list[dict]:
     """Run train.py until its first test past `seconds` of training, or to the end of a recipe's
-    own --num_iters (a learning-rate decay needs one); returns the test lines. An earlier run of the
-    same name is removed first (its tests would otherwise be read before train.py starts a new log)."""
+    own --num_iters (a learning-rate decay needs one); returns the test lines, all of them since the
+    run began. A checkpoint is written at every test. With `resume`, a run of the same name that has
+    a checkpoint continues from it (train.py --resume: bit for bit an uninterrupted run, its training
+    seconds counted on); otherwise an earlier run of that name is removed first (its tests would
+    otherwise be read before train.py starts a new log)."""
     metrics_log = out / "logs" / f"{name}_log.jsonl"
-    for stale in (out / "weights" / name, out / "logs" / name):
-        shutil.rmtree(stale, ignore_errors=True)
-    metrics_log.unlink(missing_ok=True)
+    resume = resume and checkpoints.has_checkpoint(out / "weights" / name)
+    if not resume:
+        for stale in (out / "weights" / name, out / "logs" / name):
+            shutil.rmtree(stale, ignore_errors=True)
+        metrics_log.unlink(missing_ok=True)
     cmd = [sys.executable, str(REPO / "train.py"), "--num_iters", "100000000", *flags, "--experiment_name", name,
-           "--base_root", str(out), "--test_every", str(test_every), "--save_every", "100000000",
-           "--num_best_copies", "0", "--pbar", "none", "--device", "cpu"]
+           "--base_root", str(out), "--test_every", str(test_every), "--save_every", str(test_every),
+           "--num_best_copies", "0", "--pbar", "none", "--device", "cpu", *(["--resume"] if resume else [])]
     env = train_env(threads)
-    with open(out / f"{name}.train.log", "w") as handle:
+    with open(out / f"{name}.train.log", "a" if resume else "w") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
         seen = 0
         try:
@@ -244,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--png", default=str(BENCH / "convergence.png"), help="the curves (default: %(default)s)")
     p.add_argument("--replot", nargs="+", default=[], metavar="JSONL",
                    help="only draw --png from the stdout of earlier runs (one figure for runs made apart)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each run from its checkpoint in --out (an interrupted invocation, or the "
+                        "same one with a larger --seconds or --num_iters in --extra) instead of starting it anew")
     p.add_argument("--by", choices=sorted(X_AXES), default="seconds",
                    help="x axis of the curves: training seconds (default) or iterations, the fair axis for "
                         "runs that shared the cores with others")
@@ -286,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
                 records.append(row)
                 emit({"name": "convergence_curve", **row})
 
-            tests = train_for(flags, args.seconds, args.test_every, out, run_name, args.threads, log)
+            tests = train_for(flags, args.seconds, args.test_every, out, run_name, args.threads, log,
+                              args.resume)
             final = at_budget(tests, args.seconds)
             emit({"name": "convergence_at_budget", "recipe": label, "seed": seed, "flags": " ".join(flags),
                   "itr": final["itr"], "train_seconds": final["train_seconds"],

@@ -47,14 +47,15 @@ TINY_RECIPE = ("--G_ch 8 --D_ch 8 --batch_size 8 --num_D_steps 1 --dim_z 16 --sh
                "--num_pr_images 24 --prdc_k 3 --feature_res 32 --embedding_res 32")
 
 
-def run_tiny_bench(run_py, fmnist_root: Path, out: Path, name: str, seconds: str, extra: str = "") -> list[dict]:
+def run_tiny_bench(run_py, fmnist_root: Path, out: Path, name: str, seconds: str, extra: str = "",
+                   *more: str) -> list[dict]:
     """bench_convergence.py on 100 real images with a tiny model, tests every 3 iterations, seed 0
     (runs under out/conv, curves in out/curves.png); returns its JSON lines. The paths are given
     relative to the working folder, as a user types them (train.py reads a relative --data_root under
     its --base_root, so the script must not pass them on as they are)."""
     proc = run_py("bench/bench_convergence.py", "--seconds", seconds, "--test_every", "3", "--max_images", "100",
                   "--out", "conv", "--png", "curves.png", "--extra", f"{TINY_RECIPE} {extra}",
-                  "--name", name, "--seeds", "0", env={"FMNIST_ROOT": str(fmnist_root)}, cwd=out)
+                  "--name", name, "--seeds", "0", *more, env={"FMNIST_ROOT": str(fmnist_root)}, cwd=out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
@@ -91,6 +92,30 @@ def test_bench_convergence_ends_at_a_recipes_own_num_iters(tmp_path, fmnist_root
     assert rows[-1]["name"] == "convergence_at_budget" and rows[-1]["itr"] == 6
     config = json.loads((tmp_path / "conv" / "weights" / "fmnist32_cpu_ends_seed0" / "config.json").read_text())
     assert config["num_iters"] == 6 and config["lr_decay_iters"] == 3
+
+
+def test_bench_convergence_resume_continues_a_run_as_if_uninterrupted(tmp_path, fmnist_root, run_py):
+    """--resume with no checkpoint starts the run anew (an earlier log's tests are not reported);
+    with one, a longer --num_iters continues it: the earlier tests are reported again, the new ones
+    equal those of a run that went to the end at once, and the training seconds count on."""
+    def curve(rows):
+        return [r for r in rows if r["name"] == "convergence_curve"]
+
+    stale = tmp_path / "conv" / "logs" / "fmnist32_cpu_cont_seed0_log.jsonl"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"itr": 999, "train_seconds": 0.5, "FID": 1.0, "P": 1.0, "R": 1.0}) + "\n")
+    first = curve(run_tiny_bench(run_py, fmnist_root, tmp_path, "cont", "100000", "--num_iters 6", "--resume"))
+    assert [r["itr"] for r in first] == [3, 6]
+    more = run_tiny_bench(run_py, fmnist_root, tmp_path, "cont", "100000", "--num_iters 9", "--resume")
+    assert "Resuming from" in (tmp_path / "conv" / "fmnist32_cpu_cont_seed0.train.log").read_text()
+    whole = curve(run_tiny_bench(run_py, fmnist_root, tmp_path, "whole", "100000", "--num_iters 9"))
+    resumed = curve(more)
+    assert [r["itr"] for r in resumed] == [3, 6, 9] and resumed[:2] == first
+    assert resumed[-1]["train_seconds"] > first[-1]["train_seconds"]
+    import bench_convergence
+    keys = [long for _, long in bench_convergence.METRIC_KEYS]
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole]
+    assert more[-1]["name"] == "convergence_at_budget" and more[-1]["itr"] == 9
 
 
 def test_bench_convergence_run_env_sets_threads_and_keeps_the_callers_settings(monkeypatch):

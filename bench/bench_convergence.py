@@ -5,6 +5,7 @@ compared: side by side, on the same machine, in the same run.
     python bench/bench_convergence.py                                  # the fmnist32_cpu recipe, 10 min
     python bench/bench_convergence.py --recipes fmnist32_cpu,fmnist32_cpu_dsteps4 --seconds 300
     python bench/bench_convergence.py --recipes fmnist32_cpu --extra "--G_lr 4e-4" --name lr4e-4
+    python bench/bench_convergence.py --seconds 900 --resume          # the same runs, 5 minutes further
 
 Each recipe is an experiment_grid.py preset (RECIPES below adds the variants measured for
 the README). For each recipe and seed, train.py runs in a subprocess with --test_every, so the

@@ -6,12 +6,15 @@ training seconds, and Welch's t-test of every row against the first (the control
     python bench/compare_recipes.py FILE ... --seconds 600
     python bench/compare_recipes.py FILE ... --at_itr 7200 \\
         --row "with SN=fmnist32_cpu_bs32_sd16_mbstd4_ch8+compile" --row "without=RECIPE_A,RECIPE_B"
+    python bench/compare_recipes.py FILE ... --at_itr 7200 --row "two D steps=RECIPE_A" --row "one=RECIPE_B@10800"
 
 Each file is the stdout of one bench_convergence.py invocation (its `convergence_curve` lines, one per
 test, and its `real_vs_real` line). Without --row every recipe name is a row, in the order the files
 first name them; a --row LABEL=RECIPE[,RECIPE...] pools the seeds of several names (the same flags
-run in different sessions under different --name suffixes) and fixes the order. The table is the
-markdown bench/RECIPE_EXPERIMENTS.md quotes; --json prints one JSON line per row instead.
+run in different sessions under different --name suffixes) and fixes the order; RECIPE...@ITR reads
+that row at its own iteration instead of --at_itr's (recipes whose iterations cost different times,
+compared at the iterations an equal budget holds). The table is the markdown
+bench/RECIPE_EXPERIMENTS.md quotes; --json prints one JSON line per row instead.
 """
 from __future__ import annotations
 
@@ -68,39 +71,43 @@ def pick(tests: list[dict], at_itr: int | None, seconds: float | None) -> dict |
     return bench_convergence.at_budget(tests, seconds)
 
 
-def parse_rows(specs: list[str], recipes: list[str]) -> list[tuple[str, list[str]]]:
-    """(label, recipe names) of each --row, or one row per recipe when none is given."""
+def parse_rows(specs: list[str], recipes: list[str]) -> list[tuple[str, list[str], int | None]]:
+    """(label, recipe names, the row's own iteration or None) of each --row, or one row per recipe
+    when none is given."""
     if not specs:
-        return [(name, [name]) for name in recipes]
+        return [(name, [name], None) for name in recipes]
     rows = []
     for spec in specs:
         label, sep, names = spec.partition("=")
+        names, at, itr = names.rpartition("@") if "@" in names else (names, "", "")
         members = [n.strip() for n in names.split(",") if n.strip()]
-        if not sep or not label.strip() or not members:
-            raise utils.UserError(f"--row {spec!r}: write LABEL=RECIPE[,RECIPE...]")
+        if not sep or not label.strip() or not members or (at and not itr.strip().isdigit()):
+            raise utils.UserError(f"--row {spec!r}: write LABEL=RECIPE[,RECIPE...][@ITERATION]")
         unknown = [n for n in members if n not in recipes]
         if unknown:
             raise utils.UserError(f"--row {label}: no runs of {', '.join(unknown)} in the files; they hold "
                                   f"{', '.join(recipes)}")
-        rows.append((label.strip(), members))
+        rows.append((label.strip(), members, int(itr) if at else None))
     return rows
 
 
-def summarise(runs: dict, rows: list[tuple[str, list[str]]], at_itr: int | None,
+def summarise(runs: dict, rows: list[tuple[str, list[str], int | None]], at_itr: int | None,
               seconds: float | None) -> list[dict]:
-    """Per row: its seeds, the iterations read, and every column's values over the seeds."""
+    """Per row: its seeds, the iterations read, and every column's values over the seeds (a row with
+    its own iteration is read there, whatever `at_itr` or `seconds` say)."""
     out = []
-    for label, members in rows:
+    for label, members, own_itr in rows:
+        row_itr, row_seconds = (own_itr, None) if own_itr is not None else (at_itr, seconds)
         picked = {}
         for name in members:
             for seed, tests in runs[name].items():
-                test = pick(tests, at_itr, seconds)
+                test = pick(tests, row_itr, row_seconds)
                 if test is not None:
                     if seed in picked:
                         raise utils.UserError(f"--row {label}: seed {seed} is run by two of its recipes")
                     picked[seed] = test
         if not picked:
-            raise utils.UserError(f"{label}: no run has a test at iteration {at_itr}; choose an iteration "
+            raise utils.UserError(f"{label}: no run has a test at iteration {row_itr}; choose an iteration "
                                   "its runs were tested at (--test_every)")
         seeds = sorted(picked)
         out.append({"row": label, "seeds": seeds, "itr": [picked[s]["itr"] for s in seeds],
@@ -161,12 +168,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="one JSON line per row instead of the table")
     args = p.parse_args(argv)
     runs = read_runs(args.files)
-    summary = summarise(runs, parse_rows(args.row, list(runs)), args.at_itr, args.seconds)
+    rows = parse_rows(args.row, list(runs))
+    summary = summarise(runs, rows, args.at_itr, args.seconds)
     if args.json:
         for row in summary:
             print(json.dumps(row))
         return
     title = f"at {args.at_itr} iterations" if args.at_itr is not None else f"at {args.seconds:g} s"
+    if any(row[2] is not None for row in rows):
+        title += " (or the row's own)"
     print(markdown(summary, title))
 
 

@@ -80,10 +80,26 @@ def test_rows_pool_recipes_and_set_the_control(capsys, tmp_path, two_recipes):
     assert second["row"] == "control"
 
 
+def test_a_row_read_at_its_own_iteration(capsys, two_recipes):
+    """RECIPE@ITR reads that row at ITR (the other rows at --at_itr), and its Welch test uses those values."""
+    ctrl, new = rows_of(capsys, *two_recipes, "--at_itr", "200", "--row", "c=ctrl", "--row", "n=new@100")
+    assert ctrl["itr"] == [200, 200, 200] and new["itr"] == [100, 100]
+    assert new["values"]["FID"] == [25.0, 26.0]
+    first, _ = rows_of(capsys, *two_recipes, "--seconds", "60", "--row", "c=ctrl@200", "--row", "n=new")
+    assert first["values"]["FID"] == [28.0, 27.0, 26.0]  # @200 wins over the 60-second budget
+    compare_recipes.main([*two_recipes, "--at_itr", "200", "--row", "c=ctrl", "--row", "n=new@100"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| at 200 iterations (or the row's own) |") and lines[3].startswith("| n | 0, 1 | 100 |")
+    p_fid = stats.ttest_ind([28.0, 27.0, 26.0], [25.0, 26.0], equal_var=False).pvalue
+    assert lines[-1].split("|")[4].strip() == compare_recipes.p_text(p_fid)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--at_itr", "300"], "no run has a test at iteration 300"),
     (["--at_itr", "200", "--row", "x=nope"], "no runs of nope in the files"),
     (["--at_itr", "200", "--row", "no_equals"], "write LABEL=RECIPE"),
+    (["--at_itr", "200", "--row", "x=new@late"], "write LABEL=RECIPE"),
+    (["--at_itr", "200", "--row", "x=new@300"], "no run has a test at iteration 300"),
 ])
 def test_refusals_name_what_to_do(two_recipes, argv, message):
     with pytest.raises(cli.UserError, match=message):

@@ -304,11 +304,23 @@ class Grid:
             raise ValueError(f"{path} is not a grid record (an object whose 'metrics' are numbers); {fix}")
         return record
 
-    def check_record(self, run: Run, record: dict, train_sig: str, weights: Path) -> None:
+    def continues_record(self, run: Run, record: dict, config: dict, train_sig: str, weights: Path) -> bool:
+        """True when `record` is this run's training so far: the same training flags, or the same but
+        for --num_iters (a longer budget continues the checkpoint, bit for bit an uninterrupted run).
+        A record of other flags whose checkpoints are still there is refused."""
         import checkpoints
-        if record.get("train_signature") not in (None, train_sig) and checkpoints.has_checkpoint(weights):
+        stored = record.get("train_signature")
+        if stored in (None, train_sig):
+            return stored is not None
+        flags = record.get("flags") or []
+        at = [i for i, flag in enumerate(flags[:-1]) if flag == "--num_iters"]  # the last one wins in train.py
+        earlier = {**config, "num_iters": int(flags[at[-1] + 1])} if at else None
+        if earlier is not None and self.signatures(run.cell, earlier)[0] == stored:
+            return True
+        if checkpoints.has_checkpoint(weights):
             raise ValueError(f"{self.record_path(run)} was trained with other flags than now; use another "
                              f"--output_dir, or delete it and {weights} to retrain run {run.name}")
+        return False
 
     def trained_itr(self, weights: Path) -> int:
         import checkpoints
@@ -347,16 +359,21 @@ class Grid:
         train_sig, eval_sig = self.signatures(cell, config)
         weights = self.out / "weights" / name
         record = self.read_record(run)
-        self.check_record(run, record, train_sig, weights)
-        if record.get("status") == "done" and record.get("eval_signature") == eval_sig:
+        continued = self.continues_record(run, record, config, train_sig, weights)
+        if (record.get("status") == "done" and record.get("train_signature") == train_sig
+                and record.get("eval_signature") == eval_sig):
             say(f"{name}: finished earlier, read from {self.record_path(run)} (not retrained)")
             return record
-        record = {**(record if record.get("train_signature") == train_sig else {}),
+        total, done_itr = config["num_iters"], self.trained_itr(weights)
+        if done_itr > total:
+            raise ValueError(f"run {name} is already trained to iteration {done_itr}, past --num_iters {total} "
+                             f"(a run cannot be taken back); use another --output_dir, or --num_iters {done_itr} "
+                             f"or more")
+        record = {**(record if continued else {}),
                   "cell": cell.key, "run": name, "seed": run.seed, "status": "training",
                   "train_signature": train_sig, "eval_signature": eval_sig, "flags": self.run_flags(run),
                   "labels": cell.labels(self.config)}
         atomic_write_json(self.record_path(run), record)
-        total, done_itr = config["num_iters"], self.trained_itr(weights)
         if done_itr < total:
             resume = ["--resume"] if done_itr > 0 else []
             say(f"{name}: train.py {'resuming from iteration %d' % done_itr if resume else 'starting'} "

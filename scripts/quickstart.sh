@@ -17,7 +17,8 @@
 #      write the summary: mean +- std over seeds, "better"/"worse"/"within noise" against all
 #      data (Welch's t-test, p < .05), and whether the paper's directions held (summary.md,
 #      summary.png, samples.png, curves/).
-# Run it again and finished steps are read back, not redone (an interrupted run resumes).
+# Run it again and finished steps are read back, not redone (an interrupted run resumes; a larger
+# QS_ITERS continues every run from its checkpoint).
 # Environment (defaults): QS_OUT (results/quickstart), QS_IMAGES (3000; 0 = all 60k),
 #   QS_PRESET (fmnist32_cpu_mbstd_ch12; fmnist32_cpu_mbstd is the same at width 16, the default before;
 #   fmnist32_cpu the earlier batch-64 recipe), QS_ITERS (the preset's: 2000), QS_SEEDS (0,1,2),

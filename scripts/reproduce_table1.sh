@@ -6,7 +6,8 @@
 # each scored against the FULL training data (IS, FID, precision, recall, density, coverage).
 # Writes OUT_DIR/summary.md (the table in the paper's column order), samples.png (sample sheets
 # side by side), curves/, selection/ and results.json. Resumable: run it again and finished rows
-# are read from OUT_DIR/cells/*.json, an interrupted row resumes from its last checkpoint.
+# are read from OUT_DIR/cells/*.json, an interrupted row resumes from its last checkpoint, and a
+# larger ITERS continues every finished row from its checkpoint.
 #
 # Default: a CPU run on the first 5000 Fashion-MNIST images at 32 px with the quickstart's recipe
 # (fmnist32_cpu_mbstd_ch12, 2000 iterations a run), 3 seeds per row, two runs at a time: 69 min

@@ -101,6 +101,19 @@ def test_table1_resumes_an_interrupted_cell_and_then_trains_nothing(tmp_path, fm
     assert _launches(out) == launches
     assert {p: p.stat().st_mtime_ns for p in (out / "weights").rglob("*.pth")} == before
 
+    # 4. A longer budget continues every cell from its checkpoint; a shorter one or another flag is refused.
+    longer = _run("scripts/reproduce_table1.sh", {**env, "ITERS": "14"}, repo_root)
+    assert longer.stdout.count("train.py resuming from iteration 12 (14 iterations") == 2
+    results = json.loads((out / "results.json").read_text())
+    assert all(c["status"] == "done" and c["itr"] == 14 for c in results["cells"])
+    assert _launches(out) == {cell: n + 1 for cell, n in launches.items()}
+    for changed, message in ((["--G_lr", "5e-4"], "none.json was trained with other flags than now"),
+                             ([], "already trained to iteration 14, past --num_iters 12")):
+        proc = subprocess.run(["bash", "scripts/reproduce_table1.sh", *TINY_FLAGS, *changed], cwd=repo_root,
+                              env={**env, "ITERS": "14" if changed else "12"}, capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+
 
 def test_figure3_sweep_plot_and_a_second_run_trains_nothing(tmp_path, fmnist_root, data_root, repo_root):
     out = tmp_path / "figure3"

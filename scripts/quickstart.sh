@@ -2,8 +2,9 @@
 # The whole idea in one command, on a CPU, from a fresh clone: 40 minutes on a 2-core EPYC with
 # AVX512-BF16 (several times longer on an AVX2-only CPU, README "Speed"; QS_ITERS=1000 takes ~25 but
 # there selection moves no fidelity metric beyond the seed spread, QS_CH=8 ~26 with density up
-# resolved but precision not, and `QS_CH=8 bash scripts/quickstart.sh --compile` 19 with only the recall
-# loss resolved, README "What the quickstart shows"):
+# resolved but precision not, `QS_CH=8 bash scripts/quickstart.sh --compile` 19 with only the recall
+# loss resolved, and `QS_CH=8 QS_BATCH=32 QS_ITERS=2400 bash scripts/quickstart.sh --compile --G_param none`
+# precision and density up both resolved, by iteration; ~27 estimated, README "What the quickstart shows"):
 #   1. set up (.venv + Fashion-MNIST; idempotent, seconds when up to date);
 #   2. prepare Fashion-MNIST at 32 px: the first QS_IMAGES training images as an HDF5 file,
 #      their FID moments and P/R/D/C manifold with the offline efficientnet_lite0 network (224 px);

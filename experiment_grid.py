@@ -306,7 +306,8 @@ class Grid:
 
     def continues_record(self, run: Run, record: dict, config: dict, train_sig: str, weights: Path) -> bool:
         """True when `record` is this run's training so far: the same training flags, or the same but
-        for --num_iters (a longer budget continues the checkpoint, bit for bit an uninterrupted run).
+        for --num_iters (a longer budget continues the checkpoint, bit for bit an uninterrupted run;
+        not with --lr_decay_iters, whose decay ends at --num_iters and so would have run differently).
         A record of other flags whose checkpoints are still there is refused."""
         import checkpoints
         stored = record.get("train_signature")
@@ -314,9 +315,10 @@ class Grid:
             return stored is not None
         flags = record.get("flags") or []
         at = [i for i, flag in enumerate(flags[:-1]) if flag == "--num_iters"]  # the last one wins in train.py
-        earlier = {**config, "num_iters": int(flags[at[-1] + 1])} if at else None
-        if earlier is not None and self.signatures(run.cell, earlier)[0] == stored:
-            return True
+        if at and not config.get("lr_decay_iters"):
+            earlier = {**config, "num_iters": int(flags[at[-1] + 1])}
+            if self.signatures(run.cell, earlier)[0] == stored:
+                return True
         if checkpoints.has_checkpoint(weights):
             raise ValueError(f"{self.record_path(run)} was trained with other flags than now; use another "
                              f"--output_dir, or delete it and {weights} to retrain run {run.name}")

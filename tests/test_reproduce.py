@@ -285,6 +285,40 @@ def test_a_damaged_grid_record_is_refused_naming_it(tmp_path, content, problem):
         grid.read_record(run)
 
 
+def test_only_a_longer_budget_without_a_decay_continues_a_record(tmp_path):
+    """A record trained to 3 iterations continues at --num_iters 5; with a learning-rate decay (which
+    ends at --num_iters, so iterations 1-3 would have been trained otherwise) or another training
+    flag it is refused while its checkpoints exist, and forgotten once they are deleted."""
+    def grid_of(*argv):
+        args, train_argv = eg.build_parser().parse_known_args(["--output_dir", str(tmp_path), *argv])
+        grid = eg.Grid(args, train_argv)
+        return grid, grid.runs[0]
+
+    def continues(*argv):
+        grid, run = grid_of(*argv)
+        config = grid.run_config(run)
+        return grid.continues_record(run, record, config, grid.signatures(run.cell, config)[0], weights)
+
+    for decay in ([], ["--lr_decay_iters", "2"]):
+        grid, run = grid_of("--num_iters", "3", *decay)
+        config = grid.run_config(run)
+        record = {"train_signature": grid.signatures(run.cell, config)[0], "flags": grid.run_flags(run)}
+        weights = tmp_path / "weights" / run.name
+        weights.mkdir(parents=True, exist_ok=True)
+        (weights / "state_dict.pth").write_bytes(b"")
+        assert continues("--num_iters", "3", *decay) is True
+        refused = [["--num_iters", "3", "--G_lr", "5e-4", *decay]]
+        if decay:
+            refused.append(["--num_iters", "5", *decay])
+        else:
+            assert continues("--num_iters", "5") is True
+        for argv in refused:
+            with pytest.raises(ValueError, match="was trained with other flags than now"):
+                continues(*argv)
+        (weights / "state_dict.pth").unlink()
+        assert continues("--num_iters", "3", "--G_lr", "5e-4", *decay) is False
+
+
 def test_a_new_flag_with_a_default_keeps_every_signature(monkeypatch):
     """Existing results stay valid when a flag with a default is added to config.py: the
     signatures hash only values that differ from the defaults (and the grid's own)."""

@@ -7,7 +7,7 @@ compared: side by side, on the same machine, in the same run.
     python bench/bench_convergence.py --recipes fmnist32_cpu --extra "--G_lr 4e-4" --name lr4e-4
     python bench/bench_convergence.py --seconds 900 --resume          # the same runs, 5 minutes further
 
-Each recipe is an experiment_grid.py preset (RECIPES below adds the variants measured for
+Each recipe is a grid_presets.py preset (RECIPES below adds the variants measured for
 the README). For each recipe and seed, train.py runs in a subprocess with --test_every, so the
 metrics are computed during training by the project's own test() (G_ema when the recipe uses
 EMA, 1000 samples against the original data's moments and manifold, the same feature network
@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 import BigGAN  # noqa: E402
 import checkpoints  # noqa: E402
 import experiment_grid  # noqa: E402
+import grid_presets  # noqa: E402
 import grid_processes  # noqa: E402
 import metric_specs  # noqa: E402
 import utils  # noqa: E402
@@ -88,16 +89,16 @@ RECIPES = {
 
 
 def recipe_flags(name: str, extra: str) -> list[str]:
-    """train.py flags of recipe `name` (a RECIPES key or an experiment_grid preset) plus `extra`."""
+    """train.py flags of recipe `name` (a RECIPES key or a grid_presets.py preset) plus `extra`."""
     if name in RECIPES:
         preset, more, *rest = RECIPES[name]
         dropped = set(rest[0]) if rest else set()
-    elif name in experiment_grid.PRESETS:
+    elif name in grid_presets.PRESETS:
         preset, more, dropped = name, "", set()
     else:
         raise utils.UserError(f"--recipes: unknown recipe {name!r}; choose from "
-                              f"{', '.join(sorted(set(RECIPES) | set(experiment_grid.PRESETS)))}")
-    base = [flag for flag in experiment_grid.PRESETS[preset][0].split() if flag not in dropped]
+                              f"{', '.join(sorted(set(RECIPES) | set(grid_presets.PRESETS)))}")
+    base = [flag for flag in grid_presets.PRESETS[preset][0].split() if flag not in dropped]
     return base + more.split() + extra.split()
 
 

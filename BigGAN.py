@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 import layers
+from cli import UserError
 from config import ch_mults
 
 
@@ -438,5 +439,23 @@ def apply_speed_flags(model: nn.Module, config: dict, device: torch.device | str
     if config.get('channels_last'):
         model.to(memory_format=torch.channels_last)
     if config.get('compile'):
+        if torch.device(device).type == 'cpu':
+            require_cpp_compiler()
         model.compile()
     return model
+
+
+def require_cpp_compiler() -> str:
+    """The C++ compiler TorchInductor will build its CPU kernels with; refuses --compile without one.
+
+    Compilation is lazy, so without this check the first forward pass would fail deep inside
+    torch.compile, minutes into a run and with an error that does not name the fix.
+    """
+    from torch._inductor import cpp_builder  # imported here: only --compile on the CPU needs it
+    try:
+        compiler = cpp_builder.get_cpp_compiler()
+    except Exception as err:  # InvalidCxxCompiler, or whatever this torch release raises instead
+        raise UserError("--compile on the CPU needs a C++ compiler for TorchInductor's kernels, and none was "
+                        "found (it tries $CXX, then g++): install one (Debian/Ubuntu: apt install g++) or "
+                        "set CXX to it, or train eager without --compile (the quickstart: QS_COMPILE=0)") from err
+    return compiler

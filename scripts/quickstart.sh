@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
-# The whole idea in one command, on a CPU, from a fresh clone: 40 minutes on a 2-core EPYC with
-# AVX512-BF16 (several times longer on an AVX2-only CPU, README "Speed"; QS_ITERS=1000 takes ~25 but
-# there selection moves no fidelity metric beyond the seed spread, QS_CH=8 ~26 with density up
-# resolved but precision not, `QS_CH=8 bash scripts/quickstart.sh --compile` 19 with only the recall
-# loss resolved, and `QS_CH=8 QS_BATCH=32 QS_ITERS=2400 bash scripts/quickstart.sh --compile --G_param none`
-# precision and density up both resolved, by iteration; ~27 estimated, README "What the quickstart shows"):
+# The whole idea in one command, on a CPU, from a fresh clone. The recipe is the best 10-minute one
+# (width 8, batch 32, G without spectral norm, compiled; 2400 iterations a run), with which selection
+# resolves precision and density up at three seeds. Wall time: ~27 min estimated on a 2-core EPYC with
+# AVX512-BF16 (not yet measured there; width 12 eager, the default before, took 40); an AVX2-only CPU
+# trains in fp32, several times slower (README "What the quickstart shows", "Speed"):
 #   1. set up (.venv + Fashion-MNIST; idempotent, seconds when up to date);
 #   2. prepare Fashion-MNIST at 32 px: the first QS_IMAGES training images as an HDF5 file,
 #      their FID moments and P/R/D/C manifold with the offline efficientnet_lite0 network (224 px);
 #   3. instance selection: keep the densest 50 % of each class (efficientnet_lite0 embedding,
 #      Gaussian likelihood) and write its report (most/least dense images, score histograms),
 #      plus the control: a uniformly random 50 % of each class;
-#   4. train the CPU recipe (experiment_grid.py's fmnist32_cpu_mbstd_ch12 preset: the minibatch-std
-#      recipe at width 12, 2000 iterations) three times per row with
-#      seeds 0, 1, 2: on all images, on the uniform half and on the selected half;
+#   4. train the CPU recipe (experiment_grid.py's fmnist32_cpu_mbstd_ch8_bs32_GnoSN preset, compiled:
+#      2400 iterations) three times per row with seeds 0, 1, 2: on all images, on the uniform half
+#      and on the selected half;
 #   5. score every run against ALL the images (IS, FID, precision, recall, density, coverage) and
 #      write the summary: mean +- std over seeds, "better"/"worse"/"within noise" against all
 #      data (Welch's t-test, p < .05), and whether the paper's directions held (summary.md,
@@ -21,9 +20,10 @@
 # Run it again and finished steps are read back, not redone (an interrupted run resumes; a larger
 # QS_ITERS continues every run from its checkpoint).
 # Environment (defaults): QS_OUT (results/quickstart), QS_IMAGES (3000; 0 = all 60k),
-#   QS_PRESET (fmnist32_cpu_mbstd_ch12; fmnist32_cpu_mbstd is the same at width 16, the default before;
-#   fmnist32_cpu the earlier batch-64 recipe), QS_ITERS (the preset's: 2000), QS_SEEDS (0,1,2),
-#   QS_BATCH, QS_CH, QS_EVAL_IMAGES (1000),
+#   QS_PRESET (fmnist32_cpu_mbstd_ch8_bs32_GnoSN; fmnist32_cpu_mbstd_ch12 is the width-12 eager default
+#   before, fmnist32_cpu_mbstd the same at width 16, fmnist32_cpu the earlier batch-64 recipe),
+#   QS_ITERS (the preset's: 2400), QS_SEEDS (0,1,2), QS_COMPILE (1: torch.compile G and D, which needs
+#   a C++ compiler; 0: eager), QS_BATCH, QS_CH, QS_EVAL_IMAGES (1000),
 #   QS_EMBEDDING_RES (0 = 224 px), QS_JOBS (2 runs trained at once), QS_DEVICE (auto),
 #   QS_SAVE_EVERY, QS_LOG_EVERY, QS_DATA_ROOT ($QS_OUT/data), QS_SKIP_SETUP (0), PYTHON (.venv/bin/python).
 # Extra arguments are train.py flags for every run, e.g. --G_lr 5e-4.
@@ -40,10 +40,9 @@ PY=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 
 OUT=${QS_OUT:-results/quickstart}
-# The model, budget and metric settings are experiment_grid.py's fmnist32_cpu_mbstd_ch12 preset (the
-# minibatch-std CPU recipe at width 12, 2000 iterations per run here, 1000 metric images); QS_* variables
-# override them.
-args=(--grid quickstart --output_dir "$OUT" --preset "${QS_PRESET:-fmnist32_cpu_mbstd_ch12}" --jobs "${QS_JOBS:-2}"
+# The model, budget and metric settings are experiment_grid.py's fmnist32_cpu_mbstd_ch8_bs32_GnoSN preset
+# (2400 iterations per run here, 1000 metric images); QS_* variables override them.
+args=(--grid quickstart --output_dir "$OUT" --preset "${QS_PRESET:-fmnist32_cpu_mbstd_ch8_bs32_GnoSN}" --jobs "${QS_JOBS:-2}"
       --prepare --max_images "${QS_IMAGES:-3000}" --data_root "${QS_DATA_ROOT:-$OUT/data}"
       --title "Quickstart: BigGAN on Fashion-MNIST 32 px, all images vs the densest 50 %")
 if [ -n "${QS_CH:-}" ]; then args+=(--G_ch "$QS_CH" --D_ch "$QS_CH"); fi
@@ -51,6 +50,7 @@ if [ -n "${QS_EVAL_IMAGES:-}" ]; then
   args+=(--num_inception_images "$QS_EVAL_IMAGES" --num_pr_images "$QS_EVAL_IMAGES")
 fi
 args+=(--seeds "${QS_SEEDS:-0,1,2}")
+if [ "${QS_COMPILE:-1}" = 1 ]; then args+=(--compile); fi
 for pair in QS_ITERS:--num_iters QS_BATCH:--batch_size QS_EMBEDDING_RES:--embedding_res \
             QS_DEVICE:--device QS_SAVE_EVERY:--save_every QS_LOG_EVERY:--log_every; do
   var=${pair%%:*}

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 TINY = {"QS_IMAGES": "100", "QS_ITERS": "4", "QS_SAVE_EVERY": "2", "QS_LOG_EVERY": "1",
-        "QS_EVAL_IMAGES": "24", "QS_EMBEDDING_RES": "32", "QS_CH": "8", "QS_BATCH": "8", "QS_SEEDS": "0,1"}
+        "QS_EVAL_IMAGES": "24", "QS_EMBEDDING_RES": "32", "QS_CH": "8", "QS_BATCH": "8", "QS_SEEDS": "0,1",
+        "QS_COMPILE": "0"}  # compiling six tiny runs would cost minutes; the default's flags: the test below
 HEADER = "| Instance Selection | RR (%) | Embedding | Pretraining | IS ↑ | FID ↓ | P ↑ | R ↑ | D ↑ | C ↑ |"
 
 
@@ -83,6 +84,7 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
     assert flags[-2:] == ["--seed", "0"]
     config = json.loads((out / "weights" / "none_seed0" / "config.json").read_text())
     assert config["D_mbstd_group"] == 4 and config["shared_dim"] == 8  # the preset's recipe, the command line wins
+    assert config["G_param"] == "none" and config["batch_size"] == 8 and not config["compile"]
 
     # The summary: mean ± std table, the noise test, the paper's directions, the pictures.
     text = (out / "summary.md").read_text()
@@ -141,3 +143,25 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
     summary_w, summary_h = _png_size(out / "summary.png")
     assert summary_h > sheets_h and summary_w > 400
     assert min(_png_size(out / "curves" / "losses.png")) > 100
+
+
+def test_quickstart_default_command_is_the_compiled_width8_preset(tmp_path, repo_root):
+    """With no QS_* variables the grid gets the width-8 batch-32 preset, compiled, three seeds and the
+    3000 images; QS_COMPILE=0 trains eager. (PYTHON is a stand-in that records its arguments.)"""
+    record = tmp_path / "argv.json"
+    stand_in = tmp_path / "python"
+    stand_in.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                        f"open({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    stand_in.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QS_")}
+    env.update(PYTHON=str(stand_in), QS_SKIP_SETUP="1", QS_OUT=str(tmp_path / "out"))
+    for compile_flag in ("", "0"):
+        run_env = dict(env, QS_COMPILE=compile_flag) if compile_flag else env
+        proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=repo_root, env=run_env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    default, eager = [json.loads(line) for line in record.read_text().splitlines()]
+    assert default[0] == "experiment_grid.py" and default[default.index("--preset") + 1] == "fmnist32_cpu_mbstd_ch8_bs32_GnoSN"
+    assert default[default.index("--seeds") + 1] == "0,1,2" and default[default.index("--max_images") + 1] == "3000"
+    assert "--compile" in default and "--num_iters" not in default  # the preset's 2400 iterations
+    assert eager == [arg for arg in default if arg != "--compile"]

@@ -480,6 +480,18 @@ def test_the_same_seeded_command_twice_gives_identical_metrics(fmnist_folder, tm
     assert_same_weights(tmp_path / "first" / "weights" / "tiny", tmp_path / "second" / "weights" / "tiny")
 
 
+def test_compile_without_a_cpp_compiler_is_refused_before_training(fmnist_folder, tmp_path, run_py):
+    """--compile on the CPU with no C++ compiler (CXX points nowhere): train.py stops at start-up with
+    an error that names the fixes, before any iteration or checkpoint, instead of failing inside
+    TorchInductor at the first forward pass."""
+    proc = run_py("train.py", *base_flags(fmnist_folder, tmp_path, "--num_iters", "2", "--compile"),
+                  env={"CXX": str(tmp_path / "no-such-g++")})
+    assert proc.returncode != 0
+    assert "--compile on the CPU needs a C++ compiler" in proc.stderr and "QS_COMPILE=0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not checkpoints.has_checkpoint(tmp_path / "weights" / "tiny")
+
+
 @pytest.mark.parametrize("multiepoch", [False, True])
 def test_num_iters_decides_the_length_even_past_num_epochs(fmnist_folder, tmp_path, multiepoch):
     """50 images at batch 4 are 12 iterations an epoch: --num_epochs 1 --num_iters 14 trains 14

@@ -392,6 +392,13 @@ def cpu_runs_bf16_natively() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    """warnings.warn, once a process: amp_dtype is asked at every step, and under torch.compile Python's
+    once-per-location filter did not hold (a compiled training log had the warning eight times)."""
+    warnings.warn(message, stacklevel=3)
+
+
 def amp_dtype(config: dict, device: torch.device) -> torch.dtype | None:
     """The dtype --amp autocasts to on `device` (None: fp32), warning where it falls back to fp32."""
     amp = config.get('amp', 'none') or 'none'
@@ -407,9 +414,8 @@ def amp_dtype(config: dict, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if amp == 'bf16' else torch.float16
     if amp == 'bf16' and device.type == 'cpu':
         if not cpu_runs_bf16_natively():
-            warnings.warn("--amp bf16: this CPU has neither AVX512-BF16 nor AMX, and oneDNN's bf16 convolutions "
-                          "run 10-16x slower than fp32 without them; running fp32 (pass --amp none to "
-                          "silence this)")
+            _warn_once("--amp bf16: this CPU has neither AVX512-BF16 nor AMX, and oneDNN's bf16 convolutions "
+                       "run 10-16x slower than fp32 without them; running fp32 (pass --amp none to silence this)")
             return None
         return torch.bfloat16  # bf16 needs no loss scaling
     warnings.warn(f"--amp {amp} is not supported on {device} (bf16 is, on the CPU); running fp32")

@@ -25,7 +25,9 @@
 #   before, fmnist32_cpu_mbstd the same at width 16, fmnist32_cpu the earlier batch-64 recipe),
 #   QS_ITERS (the preset's: 2400), QS_SEEDS (0,1,2), QS_COMPILE (1: torch.compile G and D, which needs
 #   a C++ compiler; 0: eager), QS_BATCH, QS_CH, QS_EVAL_IMAGES (1000),
-#   QS_EMBEDDING_RES (0 = 224 px), QS_JOBS (2 runs trained at once), QS_DEVICE (auto),
+#   QS_EMBEDDING_RES (0 = 224 px), QS_JOBS (3 runs trained at once: on 2 cores the nine runs
+#   take three rounds, each core time-sliced between 1.5 runs, where two at a time take five with one
+#   core idle in the last; every run keeps one thread, so its numbers do not change), QS_DEVICE (auto),
 #   QS_SAVE_EVERY, QS_LOG_EVERY, QS_DATA_ROOT ($QS_OUT/data), QS_SKIP_SETUP (0), PYTHON (.venv/bin/python).
 # Extra arguments are train.py flags for every run, e.g. --G_lr 5e-4.
 # The FID here is NOT the standard Inception FID (efficientnet_lite0 features): compare the
@@ -43,7 +45,7 @@ PY=${PYTHON:-python}
 OUT=${QS_OUT:-results/quickstart}
 # The model, budget and metric settings are experiment_grid.py's fmnist32_cpu_mbstd_ch8_bs32_GnoSN preset
 # (2400 iterations per run here, 1000 metric images); QS_* variables override them.
-args=(--grid quickstart --output_dir "$OUT" --preset "${QS_PRESET:-fmnist32_cpu_mbstd_ch8_bs32_GnoSN}" --jobs "${QS_JOBS:-2}"
+args=(--grid quickstart --output_dir "$OUT" --preset "${QS_PRESET:-fmnist32_cpu_mbstd_ch8_bs32_GnoSN}" --jobs "${QS_JOBS:-3}"
       --prepare --max_images "${QS_IMAGES:-3000}" --data_root "${QS_DATA_ROOT:-$OUT/data}"
       --title "Quickstart: BigGAN on Fashion-MNIST 32 px, all images vs the densest 50 %")
 if [ -n "${QS_CH:-}" ]; then args+=(--G_ch "$QS_CH" --D_ch "$QS_CH"); fi

@@ -368,12 +368,17 @@ def test_model_kwargs_and_build_models_from_a_full_config():
 
 
 def test_bf16_on_a_cpu_without_bf16_units_falls_back_to_fp32_with_a_warning(monkeypatch):
-    """Emulated bf16 convolutions are 10-16x slower than fp32: --amp bf16 must not make them."""
+    """Emulated bf16 convolutions are 10-16x slower than fp32: --amp bf16 must not make them (and says
+    so once a process, not at every step)."""
     monkeypatch.setattr(BigGAN, 'cpu_runs_bf16_natively', lambda: False)
+    BigGAN._warn_once.cache_clear()  # an earlier test in this process may have had the warning
     with pytest.warns(UserWarning, match='neither AVX512-BF16 nor AMX.*running fp32'):
         ctx = BigGAN.autocast_context({'amp': 'bf16'}, torch.device('cpu'))
     with ctx:
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    with warnings.catch_warnings():  # asked again at every step: said once a process
+        warnings.simplefilter('error')
+        assert BigGAN.amp_dtype({'amp': 'bf16'}, torch.device('cpu')) is None
     monkeypatch.setattr(BigGAN, 'cpu_runs_bf16_natively', lambda: True)
     with BigGAN.autocast_context({'amp': 'bf16'}, torch.device('cpu')):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16

@@ -146,8 +146,8 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
 
 
 def test_quickstart_default_command_is_the_compiled_width8_preset(tmp_path, repo_root):
-    """With no QS_* variables the grid gets the width-8 batch-32 preset, compiled, three seeds and the
-    3000 images; QS_COMPILE=0 trains eager. (PYTHON is a stand-in that records its arguments.)"""
+    """With no QS_* variables the grid gets the width-8 batch-32 preset, compiled, three seeds, three
+    runs at a time and the 3000 images; QS_COMPILE=0 trains eager. (PYTHON is a stand-in that records its arguments.)"""
     record = tmp_path / "argv.json"
     stand_in = tmp_path / "python"
     stand_in.write_text(f"#!{sys.executable}\nimport json, sys\n"
@@ -164,4 +164,5 @@ def test_quickstart_default_command_is_the_compiled_width8_preset(tmp_path, repo
     assert default[0] == "experiment_grid.py" and default[default.index("--preset") + 1] == "fmnist32_cpu_mbstd_ch8_bs32_GnoSN"
     assert default[default.index("--seeds") + 1] == "0,1,2" and default[default.index("--max_images") + 1] == "3000"
     assert "--compile" in default and "--num_iters" not in default  # the preset's 2400 iterations
+    assert default[default.index("--jobs") + 1] == "3"  # nine runs on 2 cores: three rounds, not five
     assert eager == [arg for arg in default if arg != "--compile"]

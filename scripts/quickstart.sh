@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole idea in one command, on a CPU, from a fresh clone. The recipe is the best 10-minute one
 # (width 8, batch 32, G without spectral norm, compiled; 2400 iterations a run), with which selection
-# resolves precision and density up at three seeds. Wall time: ~27 min estimated on a 2-core EPYC with
-# AVX512-BF16 (not yet measured there; width 12 eager, the default before, took 40); 66 min measured
+# resolves precision and density up at three seeds. Wall time: ~26 min estimated on a 2-core EPYC with
+# AVX512-BF16 (not yet measured there; width 12 eager, the default before, took 40); 63 min measured
 # from a fresh clone on a 2-core AVX2-only EPYC, which trains in fp32 (README "What the quickstart
 # shows", "Speed"):
 #   1. set up (.venv + Fashion-MNIST; idempotent, seconds when up to date);

@@ -51,7 +51,7 @@ import launchers
 import metric_specs
 import utils
 from grid_presets import GRIDS, PRESETS
-from grid_processes import REPO, last_logged_itr, metric_files, prepare_fmnist, run_logged, say
+from grid_processes import REPO, metric_files, prepare_fmnist, run_logged, say, training_progress
 from grid_report import METRICS, write_outputs
 from io_utils import atomic_write_json
 
@@ -345,8 +345,7 @@ class Grid:
             start = time.time()
             run_logged([sys.executable, str(REPO / "train.py"), *record["flags"], "--experiment_name", name,
                         *self.roots, *resume], self.out / "cells" / f"{name}.train.log", self.threads,
-                       env, progress=lambda: say(f"{name}: iteration {last_logged_itr(self.out / 'logs', name)}"
-                                            f"/{total}"))
+                       env, progress=lambda: say(f"{name}: {training_progress(self.out / 'logs', name, total, done_itr)}"))
             record["train_seconds"] = round(record.get("train_seconds", 0) + time.time() - start, 1)
             record["train_launches"] = record.get("train_launches", 0) + 1
             say(f"{name}: trained ({record['train_seconds']:.0f} s)")

@@ -91,11 +91,21 @@ def run_logged(cmd: list[str], log: Path | None, threads: int, env: dict | None 
         raise RuntimeError(f"{Path(cmd[1]).name if len(cmd) > 1 else cmd[0]} failed (exit {code}){where}")
 
 
-def last_logged_itr(logs_root: Path, key: str) -> int:
-    """The newest iteration in the cell's loss log (0 when none yet)."""
+def training_progress(logs_root: Path, key: str, total: int, start_itr: int = 0) -> str:
+    """'iteration I/T' from the run's loss log, with the time left at this launch's pace ('iteration
+    1150/2400, ~9 min left') once two of its log lines since `start_itr` (where it resumed) are in."""
     path = logs_root / key / "losses.jsonl"
+    points = []
     try:
-        lines = path.read_text().strip().splitlines()
-        return int(json.loads(lines[-1])["itr"]) if lines else 0
-    except (OSError, ValueError, KeyError):
-        return 0
+        for line in path.read_text().strip().splitlines():
+            record = json.loads(line)
+            points.append((int(record["itr"]), record.get("_stamp")))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not written yet, or a line half-written right now: the next call reads it
+    itr = points[-1][0] if points else 0
+    text = f"iteration {itr}/{total}"
+    launch = [(i, t) for i, t in points if i > start_itr and isinstance(t, (int, float))]
+    if len(launch) >= 2 and launch[-1][0] > launch[0][0]:
+        (i0, t0), (i1, t1) = launch[0], launch[-1]
+        text += f", ~{max(total - i1, 0) * (t1 - t0) / (i1 - i0) / 60:.0f} min left"
+    return text

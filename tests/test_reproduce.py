@@ -371,3 +371,27 @@ def test_prepare_fmnist_keeps_every_file_under_a_relative_data_root(tmp_path, fm
     grid_processes.prepare_fmnist(config, 100, 1)
     assert (tmp_path / "data" / "FMNIST32.hdf5").exists()
     assert [p.exists() for p in grid_processes.metric_files(config)] == [True, True]
+
+
+def test_grid_progress_says_the_time_left_at_this_launchs_pace(tmp_path, monkeypatch):
+    """The grid's 30-second progress line for a training run: its iteration, then (from two of this
+    launch's log lines on) the minutes left at the pace between them, not counting the start-up before
+    the first line nor the lines before the checkpoint a resumed run started from."""
+    import grid_processes
+    import training_utils
+    clock = iter([1000.0, 1100.0, 5000.0, 5060.0, 5120.0])  # two lines, then a resume at 100
+    monkeypatch.setattr(training_utils.time, "time", lambda: next(clock))
+    log = training_utils.TrainLog(tmp_path / "run", reinitialize=True)
+    assert grid_processes.training_progress(tmp_path, "run", 400) == "iteration 0/400"
+    for itr in (50, 100):
+        log.report("G_loss", 1.0)
+        log.write(itr)
+    # 50 iterations in 100 s: 300 left take 600 s
+    assert grid_processes.training_progress(tmp_path, "run", 400) == "iteration 100/400, ~10 min left"
+    for itr in (150, 200, 250):  # resumed from iteration 100: 50 iterations a minute now
+        log.report("G_loss", 1.0)
+        log.write(itr)
+    assert grid_processes.training_progress(tmp_path, "run", 400, start_itr=100) == "iteration 250/400, ~3 min left"
+    with open(tmp_path / "run" / "losses.jsonl", "a") as fh:  # a line being written right now
+        fh.write('{"itr": 30')
+    assert grid_processes.training_progress(tmp_path, "run", 400, start_itr=100) == "iteration 250/400, ~3 min left"

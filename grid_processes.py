@@ -107,5 +107,6 @@ def training_progress(logs_root: Path, key: str, total: int, start_itr: int = 0)
     launch = [(i, t) for i, t in points if i > start_itr and isinstance(t, (int, float))]
     if len(launch) >= 2 and launch[-1][0] > launch[0][0]:
         (i0, t0), (i1, t1) = launch[0], launch[-1]
-        text += f", ~{max(total - i1, 0) * (t1 - t0) / (i1 - i0) / 60:.0f} min left"
+        left = max(total - i1, 0) * (t1 - t0) / (i1 - i0)
+        text += f", ~{left:.0f} s left" if left < 90 else f", ~{left / 60:.0f} min left"
     return text

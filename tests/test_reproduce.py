@@ -392,6 +392,7 @@ def test_grid_progress_says_the_time_left_at_this_launchs_pace(tmp_path, monkeyp
         log.report("G_loss", 1.0)
         log.write(itr)
     assert grid_processes.training_progress(tmp_path, "run", 400, start_itr=100) == "iteration 250/400, ~3 min left"
+    assert grid_processes.training_progress(tmp_path, "run", 300, start_itr=100) == "iteration 250/300, ~60 s left"
     with open(tmp_path / "run" / "losses.jsonl", "a") as fh:  # a line being written right now
         fh.write('{"itr": 30')
     assert grid_processes.training_progress(tmp_path, "run", 400, start_itr=100) == "iteration 250/400, ~3 min left"

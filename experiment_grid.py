@@ -345,7 +345,8 @@ class Grid:
             start = time.time()
             run_logged([sys.executable, str(REPO / "train.py"), *record["flags"], "--experiment_name", name,
                         *self.roots, *resume], self.out / "cells" / f"{name}.train.log", self.threads,
-                       env, progress=lambda: say(f"{name}: {training_progress(self.out / 'logs', name, total, done_itr)}"))
+                       env, progress=lambda: say(f"{name}: "
+                                                 f"{training_progress(self.out / 'logs', name, total, done_itr)}"))
             record["train_seconds"] = round(record.get("train_seconds", 0) + time.time() - start, 1)
             record["train_launches"] = record.get("train_launches", 0) + 1
             say(f"{name}: trained ({record['train_seconds']:.0f} s)")

@@ -394,8 +394,9 @@ def cpu_runs_bf16_natively() -> bool:
 
 @functools.cache
 def _warn_once(message: str) -> None:
-    """warnings.warn, once a process: amp_dtype is asked at every step, and under torch.compile Python's
-    once-per-location filter did not hold (a compiled training log had the warning eight times)."""
+    """warnings.warn, once a process for each message: amp_dtype's fallbacks are asked at every step, and
+    under torch.compile Python's once-per-location filter did not hold (a compiled training log had the
+    CPU's eight times)."""
     warnings.warn(message, stacklevel=3)
 
 
@@ -409,7 +410,7 @@ def amp_dtype(config: dict, device: torch.device) -> torch.dtype | None:
     device = torch.device(device)
     if device.type == 'cuda':
         if amp == 'bf16' and not torch.cuda.is_bf16_supported():
-            warnings.warn("--amp bf16: this GPU has no bf16 support; running fp32")
+            _warn_once("--amp bf16: this GPU has no bf16 support; running fp32")
             return None
         return torch.bfloat16 if amp == 'bf16' else torch.float16
     if amp == 'bf16' and device.type == 'cpu':
@@ -418,7 +419,7 @@ def amp_dtype(config: dict, device: torch.device) -> torch.dtype | None:
                        "run 10-16x slower than fp32 without them; running fp32 (pass --amp none to silence this)")
             return None
         return torch.bfloat16  # bf16 needs no loss scaling
-    warnings.warn(f"--amp {amp} is not supported on {device} (bf16 is, on the CPU); running fp32")
+    _warn_once(f"--amp {amp} is not supported on {device} (bf16 is, on the CPU); running fp32")
     return None
 
 

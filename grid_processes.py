@@ -4,7 +4,6 @@ Fashion-MNIST data the CPU grids use (the HDF5 of the first N images, its moment
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import threading
 from pathlib import Path
 
 import launchers
+from io_utils import read_jsonl
 
 REPO = Path(__file__).resolve().parent
 _print_lock = threading.Lock()
@@ -94,14 +94,11 @@ def run_logged(cmd: list[str], log: Path | None, threads: int, env: dict | None 
 def training_progress(logs_root: Path, key: str, total: int, start_itr: int = 0) -> str:
     """'iteration I/T' from the run's loss log, with the time left at this launch's pace ('iteration
     1150/2400, ~9 min left') once two of its log lines since `start_itr` (where it resumed) are in."""
-    path = logs_root / key / "losses.jsonl"
-    points = []
     try:
-        for line in path.read_text().strip().splitlines():
-            record = json.loads(line)
-            points.append((int(record["itr"]), record.get("_stamp")))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # not written yet, or a line half-written right now: the next call reads it
+        records = read_jsonl(logs_root / key / "losses.jsonl")
+    except OSError:  # not written yet
+        records = []
+    points = [(int(r["itr"]), r.get("_stamp")) for r in records]
     itr = points[-1][0] if points else 0
     text = f"iteration {itr}/{total}"
     launch = [(i, t) for i, t in points if i > start_itr and isinstance(t, (int, float))]

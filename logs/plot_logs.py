@@ -14,7 +14,6 @@ Several experiments share every figure (e.g. baseline vs instance selection).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -29,26 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from io_utils import atomic_path  # noqa: E402
+from io_utils import atomic_path, read_jsonl  # noqa: E402
 from metric_specs import TRAINING_METRICS  # noqa: E402
 
 # (title, accepted keys): training logs write the log keys (P/R/D/C), the metrics helpers the full names.
 METRICS = tuple((m.key if m.family == "prdc" else m.label, tuple(dict.fromkeys((m.key, m.log_key, m.label))))
                 for m in TRAINING_METRICS)
 MAX_OVERLAID_KEYS = 12  # streams with more scalars than this are drawn per experiment
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL file; a torn or invalid line (a crash mid-append) is skipped."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("itr"), (int, float)):
-            records.append(record)
-    return records
 
 
 def series(records: list[dict], keys: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,9 @@ Outputs in --output_dir (written by grid_report.py): `summary.md` (the table in 
 column order, settings, directions vs the no-selection row, and each cell's training set itself,
 real images scored the same way: real_image_metrics.py), `results.json`, `samples.png`
 (sheets side by side), `curves/`, `summary.png`, `selection/<cell>/` (selection reports) and,
-for --grid figure3, `ratio_sweep.png` (the six metrics against the retention ratio).
+for --grid figure3, `ratio_sweep.png` (the six metrics against the retention ratio). The runs go
+seed-major (seed 0 of every cell first); while they run, each seed finished in every cell rewrites
+these files with the seeds so far, marked partial (`Grid.report_so_far`).
 The runs execute here (default) or as Slurm jobs through submitit (`--launcher slurm`, see
 launchers.py): a preempted or failed job is requeued and resumes from its checkpoints.
 """
@@ -159,9 +161,10 @@ def parse_seeds(text: str) -> list[int]:
 
 def aggregate(records: list[dict]) -> dict:
     """One cell's record from its runs' records: the metrics' mean and sample standard deviation
-    over seeds (`metrics`, `metrics_std`, `n_seeds`); a single run's record is returned as it is."""
+    over seeds (`metrics`, `metrics_std`, `n_seeds`); a single run's record is returned as it is, with
+    its seed and run name as the one-element `seeds` and `runs`."""
     if len(records) == 1:
-        return {**records[0], "n_seeds": 1}
+        return {**records[0], "n_seeds": 1, "seeds": [records[0]["seed"]], "runs": [records[0]["run"]]}
     first = records[0]
     keys = [k for k in first["metrics"] if all(r["metrics"].get(k) is not None for r in records)]
     values = {k: np.array([r["metrics"][k] for r in records], dtype=np.float64) for k in keys}
@@ -224,8 +227,11 @@ class Grid:
             raise ValueError("--num_iters is required: every cell trains for the same number of iterations")
         self.cells = grid_cells(args.grid, args.cells, args.ratios)
         self.seeds = parse_seeds(args.seeds) if args.seeds else [self.config["seed"]]
+        # Seed-major: the first seed of every cell runs first, so that a partial summary sets the rows
+        # side by side a third of the way through a three-seed grid (`report_so_far`).
         self.runs = [Run(cell, seed, cell.key if len(self.seeds) == 1 else f"{cell.key}_seed{seed}")
-                     for cell in self.cells for seed in self.seeds]
+                     for seed in self.seeds for cell in self.cells]
+        self.start, self.seeds_reported = time.time(), 0  # run() sets both
         self.threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.jobs)
 
     def parse(self, argv: list[str]) -> dict:
@@ -389,7 +395,7 @@ class Grid:
     def run(self, launcher: Any = None) -> list[dict]:
         """Prepare/check the data, run every cell (resuming or reading) through `launcher` (default:
         the one --launcher names), write the summary."""
-        start = time.time()
+        self.start = time.time()
         (self.out / "cells").mkdir(parents=True, exist_ok=True)
         if self.args.prepare:
             prepare_fmnist(self.config, self.args.max_images, len(os.sched_getaffinity(0)))
@@ -398,20 +404,41 @@ class Grid:
             raise FileNotFoundError(f"{missing[0]} is missing: prepare the data first with "
                                     f"scripts/utils/prepare_data_<dataset>.sh and FEATURE_NET="
                                     f"{self.config['feature_net']} (or --prepare for FMNIST32_hdf5)")
+        todo = [run for run in self.runs if self.read_record(run).get("status") != "done"]
+        # A grid read back whole needs no partial summaries: its final one follows at once.
+        self.seeds_reported = 0 if todo else len(self.seeds)
         if self.args.launcher == "local":  # on a cluster, each cell's first job selects on its node
             warn_if_bf16_is_emulated(self.config)
-            todo = {run.cell for run in self.runs if self.read_record(run).get("status") != "done"}
             for cell in self.cells:
-                if cell in todo:
+                if any(run.cell == cell for run in todo):
                     self.select(cell)
         launcher = launcher or launchers.make_launcher(self.args, self.out, say)
         records, errors = launcher.run_all(self, self.runs)
         if errors:
             raise utils.UserError("; ".join(errors))
-        ordered = [aggregate([records[run.name] for run in self.runs if run.cell == cell]) for cell in self.cells]
+        ordered = self.cell_records(records, self.seeds)
         sets = [] if self.args.no_training_sets else self.training_sets()
-        write_outputs(self.out, self.args.grid, self.args.title, self.config, ordered, time.time() - start, sets)
+        write_outputs(self.out, self.args.grid, self.args.title, self.config, ordered, time.time() - self.start, sets)
         return ordered
+
+    def cell_records(self, records: dict[str, dict], seeds: list[int]) -> list[dict]:
+        """Each cell's record (`aggregate`) over the runs of `seeds`, from the runs' records by name."""
+        return [aggregate([records[run.name] for run in self.runs if run.cell == cell and run.seed in seeds])
+                for cell in self.cells]
+
+    def report_so_far(self, records: dict[str, dict]) -> None:
+        """Called by the launchers after each finished run: when one more seed has finished in every
+        cell and others are still to come, write the summary of the seeds so far (marked partial), so
+        that a grid of an hour shows its rows side by side after its first round, not only at the end."""
+        done = [seed for seed in self.seeds if all(run.name in records for run in self.runs if run.seed == seed)]
+        if len(done) <= self.seeds_reported or len(done) == len(self.seeds):
+            return
+        self.seeds_reported = len(done)
+        seeds = ", ".join(map(str, done))
+        partial = (f"seed{'s' if len(done) > 1 else ''} {seeds} of {', '.join(map(str, self.seeds))} finished in "
+                   f"every cell ({len(records)} of {len(self.runs)} runs)")
+        write_outputs(self.out, self.args.grid, self.args.title, self.config, self.cell_records(records, done),
+                      time.time() - self.start, partial=partial)
 
 
 def warn_if_bf16_is_emulated(config: dict) -> None:

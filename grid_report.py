@@ -273,13 +273,14 @@ def seeds_text(records: list[dict], config: dict) -> str:
 
 
 def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[dict], seconds: float,
-                  training_sets: list[dict] | None = None) -> None:
+                  training_sets: list[dict] | None = None, partial: str = "") -> None:
     """Into `out`: summary.md, results.json, samples.png, curves/, summary.png (+ ratio_sweep.png
     for the figure3 grid). `config` holds the shared flags, `records` the finished cells in order,
-    `training_sets` the real training sets' own scores (experiment_grid.Grid.training_sets)."""
+    `training_sets` the real training sets' own scores (experiment_grid.Grid.training_sets);
+    `partial` says which seeds these are while the grid is still running (the final call has none)."""
     training_sets = training_sets or []
     atomic_write_json(out / "results.json", {"grid": grid, "cells": records, "training_sets": training_sets,
-                                             "seconds": round(seconds, 1)})
+                                             "seconds": round(seconds, 1), **({"partial": partial} if partial else {})})
     figures = [plot_samples(records, out / "samples.png")]
     try:
         # One curve per cell (its first seed's run) keeps the plot readable.
@@ -299,6 +300,8 @@ def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[
     n_total = next((json.loads((d / "summary.json").read_text())["n_total"] for d in reports
                     if (d / "summary.json").exists()), None)
     lines = [f"# {title or 'Instance selection grid: ' + grid}", "",
+             *([f"**Partial: {partial}.** The grid is still running; this file is rewritten as more seeds "
+                f"finish, and the final one adds the training sets' own rows.", ""] if partial else []),
              markdown_table(records),
              f"All cells: `{config['dataset']}` at "
              f"{str(config['resolution']) + ' px' if config['resolution'] else 'its native resolution'}"
@@ -315,16 +318,18 @@ def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[
         kept = json.loads(summary.read_text())["n_kept"] if summary.exists() else n_total
         lines.append(f"| {r['cell']} | {r.get('train_seconds', '-')} | {r.get('eval_seconds', '-')} | "
                      f"{kept if kept is not None else '-'} |")
-    lines += ["", f"Wall time of this invocation: {seconds:.0f} s (cells read from earlier runs cost nothing).",
+    lines += ["", f"Wall time of this invocation{' so far' if partial else ''}: {seconds:.0f} s (cells read from "
+              f"earlier runs cost nothing).",
               ""]
     found, verdict = directions(records), paper_verdict(records)
     seeds = max(r.get("n_seeds", 1) for r in records)
     if verdict:
-        lines += ["## Did the paper's directions hold?", "",
-                  f"Each claim is tested against the None row with Welch's t-test ({seeds} seeds per cell): a "
-                  f"change counts when p < {ALPHA:g}; otherwise it is within noise. Each verdict gives the "
-                  f"difference of the means in standard errors and p.", "",
-                  *verdict, ""]
+        how = (f"Each claim is tested against the None row with Welch's t-test ({seeds} seeds per cell): a change "
+               f"counts when p < {ALPHA:g}; otherwise it is within noise. Each verdict gives the difference of "
+               f"the means in standard errors and p." if seeds > 1 else
+               "With one seed per cell there is no noise estimate: the sign of each difference decides, and no "
+               "verdict is a test.")
+        lines += ["## Did the paper's directions hold?", "", how, "", *verdict, ""]
     lines += training_set_lines(records, training_sets)
     if found:
         lines += ["## Against the no-selection row", "",
@@ -336,6 +341,8 @@ def write_outputs(out: Path, grid: str, title: str, config: dict, records: list[
     if reports:
         lines += ["Selection reports: " + ", ".join(f"[{d.name}]({d.relative_to(out)}/)" for d in reports), ""]
     atomic_write_text(out / "summary.md", "\n".join(lines))
+    if partial:
+        print(f"[grid] so far, {partial} ({out / 'summary.md'}, rewritten as more finish):", flush=True)
     print(markdown_table(records), flush=True)
     for line in verdict + found:
         print(line, flush=True)

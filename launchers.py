@@ -167,6 +167,8 @@ class LocalLauncher:
                     records[futures[future].name] = future.result()
                 except (RuntimeError, ValueError, FileNotFoundError) as err:
                     errors.append(f"run {futures[future].name}: {err}")
+                else:
+                    grid.report_so_far(records)
         return records, errors
 
 
@@ -223,6 +225,8 @@ class SubmititLauncher:
                         errors.append(f"run {name}: job {job.job_id} failed {attempts[name] + 1} times; last "
                                       f"error: {str(err).strip().splitlines()[-1] if str(err).strip() else err}; "
                                       f"logs in {job.paths.stdout.parent}")
+                else:
+                    grid.report_so_far(records)
             if pending:
                 time.sleep(2 if self.args.launcher == "submitit-local" else 30)
         return records, errors

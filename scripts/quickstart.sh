@@ -17,7 +17,8 @@
 #   5. score every run against ALL the images (IS, FID, precision, recall, density, coverage) and
 #      write the summary: mean +- std over seeds, "better"/"worse"/"within noise" against all
 #      data (Welch's t-test, p < .05), and whether the paper's directions held (summary.md,
-#      summary.png, samples.png, curves/).
+#      summary.png, samples.png, curves/). The runs go seed by seed, and each round's end rewrites
+#      summary.md with the seeds finished in every row so far, marked partial.
 # Run it again and finished steps are read back, not redone (an interrupted run resumes; a larger
 # QS_ITERS continues every run from its checkpoint).
 # Environment (defaults): QS_OUT (results/quickstart), QS_IMAGES (3000; 0 = all 60k),

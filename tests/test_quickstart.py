@@ -75,6 +75,12 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
             assert (out / "weights" / run / "G.pth").exists()
         assert min(_png_size(cell["sheet"])) > 100
     assert cells["none"]["per_seed"]["FID"][0] != cells["none"]["per_seed"]["FID"][1]  # the seeds differ
+    # Seed-major: the first seed of every row trains first (so a partial summary can set them side by
+    # side); the final files are not marked partial.
+    starts = [line.split(": train.py")[0].split()[-1] for line in proc.stdout.splitlines()
+              if ": train.py starting" in line]
+    assert sorted(starts[:3]) == sorted(f"{key}_seed0" for key in cells) and len(starts) == 6
+    assert "partial" not in results and "**Partial" not in (out / "summary.md").read_text()
     assert cells["none"]["labels"] == ["None", "100", "-", "-"]
     assert cells["uniform_50"]["labels"] == ["Uniform", "50", "-", "-"]
     assert cells["gaussian_50"]["labels"] == ["Gaussian", "50", "EfficientNet-Lite0", "ImageNet"]

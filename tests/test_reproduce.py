@@ -246,6 +246,82 @@ def test_seeds_aggregate_to_mean_and_sample_std_and_the_noise_test():
         grid_report.paper_verdict([base, close])[1]
 
 
+def _quickstart_grid(tmp_path, *extra):
+    args, train_argv = eg.build_parser().parse_known_args(["--grid", "quickstart", "--output_dir", str(tmp_path),
+                                                           "--num_iters", "3", "--seeds", "0,1,2", *extra])
+    return eg.Grid(args, train_argv)
+
+
+def test_a_running_grid_writes_the_summary_of_every_seed_finished_in_every_cell(tmp_path, capsys):
+    """The runs go seed-major, and after each finished run the launchers call report_so_far: a
+    summary marked partial appears once a seed has finished in every cell (seeds 0 and 2 when 1 is
+    not), is not rewritten before another seed completes, and is left to the grid at the end."""
+    grid = _quickstart_grid(tmp_path)
+    assert [run.name for run in grid.runs] == [f"{cell}_seed{seed}" for seed in (0, 1, 2)
+                                               for cell in ("none", "uniform_50", "gaussian_50")]
+    records: dict = {}
+    summary, results = tmp_path / "summary.md", tmp_path / "results.json"
+
+    def finish(*names: str) -> None:
+        for name in names:
+            run = grid.run_named(name)
+            precision = 0.9 + 0.01 * run.seed if run.cell.key == "gaussian_50" else 0.8 - 0.01 * run.seed
+            records[name] = {**_record(run.cell.key, run.seed, precision=precision, recall=0.3),
+                             "labels": list(run.cell.labels(grid.config)), "sheet": str(tmp_path / "none.png")}
+            grid.report_so_far(records)
+
+    finish("none_seed0", "uniform_50_seed0", "none_seed1")
+    assert not summary.exists()  # seed 0 is not finished in every cell yet
+    finish("gaussian_50_seed0")
+    text = summary.read_text()
+    assert "**Partial: seed 0 of 0, 1, 2 finished in every cell (4 of 9 runs).**" in text
+    assert "| Gaussian | 50 | Inceptionv3 | ImageNet | - | - | 0.900 | 0.300 | - | - |" in text
+    assert "With one seed per cell there is no noise estimate" in text and "Welch" not in text
+    assert "precision up: **held** (better, +12%) (one seed: no error bar, not a test)" in text
+    written = json.loads(results.read_text())
+    assert written["partial"].startswith("seed 0 of 0, 1, 2") and written["training_sets"] == []
+    assert [c["runs"] for c in written["cells"]] == [["none_seed0"], ["uniform_50_seed0"], ["gaussian_50_seed0"]]
+    assert (f"[grid] so far, seed 0 of 0, 1, 2 finished in every cell (4 of 9 runs) ({summary}, rewritten as more "
+            f"finish):\n| Instance Selection |") in capsys.readouterr().out
+    summary.unlink()
+    finish("none_seed2", "uniform_50_seed2", "uniform_50_seed1")
+    assert not summary.exists()  # no seed more is finished everywhere
+    finish("gaussian_50_seed2")
+    text = summary.read_text()
+    assert "**Partial: seeds 0, 2 of 0, 1, 2 finished in every cell (8 of 9 runs).**" in text
+    assert "| None | 100 | - | - | - | - | 0.790 ± 0.014 | 0.300 ± 0.000 | - | - |" in text
+    assert "Welch's t-test (2 seeds per cell)" in text and "seeds 0, 2 (mean ± sample std over seeds)" in text
+    assert json.loads(results.read_text())["cells"][2]["per_seed"]["precision"] == [0.9, 0.92]
+    summary.unlink()
+    finish("gaussian_50_seed1")
+    assert not summary.exists()  # every seed done: the grid writes the final summary itself
+
+
+def test_a_grid_read_back_whole_writes_no_partial_summary(tmp_path, capsys):
+    """With every run's record already done, the launcher hands them back at once and the only
+    summary is the final one (no 'so far' tables first)."""
+    grid = _quickstart_grid(tmp_path, "--no_fid", "--no_prdc", "--no_training_sets")
+    grid.record_path(grid.runs[0]).parent.mkdir(parents=True)
+    for run in grid.runs:
+        record = {**_record(run.cell.key, run.seed, precision=0.8 + 0.01 * run.seed, recall=0.3),
+                  "labels": list(run.cell.labels(grid.config)), "sheet": str(tmp_path / "none.png")}
+        grid.record_path(run).write_text(json.dumps(record))
+
+    class ReadBack:
+        def run_all(self, grid, runs):
+            records = {}
+            for run in runs:
+                records[run.name] = grid.read_record(run)
+                grid.report_so_far(records)
+            return records, []
+
+    cells = grid.run(ReadBack())
+    assert [c["n_seeds"] for c in cells] == [3, 3, 3]
+    assert "so far" not in capsys.readouterr().out
+    assert "Partial" not in (tmp_path / "summary.md").read_text()
+    assert "partial" not in json.loads((tmp_path / "results.json").read_text())
+
+
 def test_ratio_sweep_draws_the_seeds_std_as_error_bars(tmp_path):
     """With three seeds per ratio the sweep's points carry error bars of the seeds' std: the same means
     with a wider seed spread draw another picture, and one seed per ratio draws plain points."""

@@ -10,16 +10,19 @@
 # larger ITERS continues every finished row from its checkpoint.
 #
 # Default: a CPU run on the first 5000 Fashion-MNIST images at 32 px with the quickstart's recipe
-# (fmnist32_cpu_mbstd_ch12, 2000 iterations a run), 3 seeds per row, two runs at a time: 69 min
-# measured on a 2-core AMD EPYC, data preparation included (README, Reproducing the paper)
+# (fmnist32_cpu_mbstd_ch8_bs32_GnoSN, compiled, 2400 iterations a run), 3 seeds per row, two runs at a
+# time; its wall time, and the width-12 default's before it: README, Reproducing the paper
 # (metrics with the offline efficientnet_lite0 features: NOT the standard Inception FID).
 # Full size, the paper's SAGAN on 64x64 ImageNet (prepare the data first with
 # scripts/utils/prepare_data_imagenet_64.sh; 200k iterations per row, one GPU per row):
 #   PRESET=imagenet64 DATA_ROOT=data JOBS=4 GPUS=0,1,2,3 bash scripts/reproduce_table1.sh
 #
 # Environment (empty = the preset's value):
-#   PRESET (fmnist32_cpu_mbstd_ch12, the minibatch-std recipe at width 12, the quickstart's |
-#   fmnist32_cpu_mbstd, the same at width 16 | fmnist32_cpu, the first CPU recipe | imagenet64),
+#   PRESET (fmnist32_cpu_mbstd_ch8_bs32_GnoSN, the quickstart's recipe: width 8, batch 32, G without
+#   spectral norm | fmnist32_cpu_mbstd_ch12, the width-12 minibatch-std recipe, the default before (with
+#   COMPILE=0) | fmnist32_cpu_mbstd, the same at width 16 | fmnist32_cpu, the first CPU recipe | imagenet64),
+#   COMPILE (1 with the fmnist32_cpu* presets: torch.compile G and D, which needs a C++ compiler; 0 eager,
+#   the default with the others),
 #   OUT_DIR (results/table1), CELLS (comma list, e.g. none,gaussian_50),
 #   DATASET, DATA_ROOT (fmnist32_cpu*: results/data/fmnist32_n$MAX_IMAGES, made if missing; else data),
 #   MAX_IMAGES (5000; 0 = all 60k), RESOLUTION, CH (G_ch = D_ch), BATCH, ITERS, EMBEDDING,
@@ -34,7 +37,7 @@ PY=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 
 GRID=${GRID:-table1}
-PRESET=${PRESET:-fmnist32_cpu_mbstd_ch12}
+PRESET=${PRESET:-fmnist32_cpu_mbstd_ch8_bs32_GnoSN}
 OUT_DIR=${OUT_DIR:-results/$GRID}
 args=(--grid "$GRID" --output_dir "$OUT_DIR" --preset "$PRESET")
 cpu_preset=0; if [[ $PRESET == fmnist32_cpu* ]]; then cpu_preset=1; fi  # the CPU recipes on Fashion-MNIST
@@ -49,6 +52,7 @@ if [ "$cpu_preset" = 1 ]; then args+=(--jobs "${JOBS:-2}"); else args+=(--jobs "
 if [ -n "${CELLS:-}" ]; then args+=(--cells "$CELLS"); fi
 if [ -n "${RATIOS:-}" ]; then args+=(--ratios "$RATIOS"); fi
 if [ "$cpu_preset" = 1 ]; then SEEDS=${SEEDS:-0,1,2}; fi
+if [ "${COMPILE:-$cpu_preset}" = 1 ]; then args+=(--compile); fi
 if [ -n "${SEEDS:-}" ]; then args+=(--seeds "$SEEDS"); fi
 if [ -n "${CH:-}" ]; then args+=(--G_ch "$CH" --D_ch "$CH"); fi
 if [ -n "${EVAL_IMAGES:-}" ]; then args+=(--num_inception_images "$EVAL_IMAGES" --num_pr_images "$EVAL_IMAGES"); fi

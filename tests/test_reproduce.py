@@ -32,7 +32,7 @@ def data_root(tmp_path_factory):
 def _env(fmnist_root, data_root, out, **extra) -> dict:
     return dict(os.environ, FMNIST_ROOT=str(fmnist_root), PYTHON=sys.executable, OMP_NUM_THREADS="1",
                 OUT_DIR=str(out), DATA_ROOT=str(data_root), MAX_IMAGES="100", EVAL_IMAGES="24", CH="8",
-                BATCH="8", EMBEDDING_RES="32", JOBS="2", SEEDS="0", **extra)
+                BATCH="8", EMBEDDING_RES="32", JOBS="2", SEEDS="0", COMPILE="0", **extra)
 
 
 def _run(script: str, env: dict, repo_root) -> subprocess.CompletedProcess:
@@ -132,6 +132,37 @@ def test_figure3_sweep_plot_and_a_second_run_trains_nothing(tmp_path, fmnist_roo
     second = _run("scripts/reproduce_figure3.sh", env, repo_root)
     assert "train.py" not in second.stdout and second.stdout.count("read from") == 2
     assert _launches(out) == {"gaussian_50": 1, "none": 1}
+
+
+def test_default_commands_table1_on_the_quickstart_recipe_compiled_figure3_on_width12_eager(tmp_path, repo_root):
+    """With no variables Table 1 runs the quickstart's width-8 batch-32 preset compiled, three seeds, two
+    runs at a time, on 5000 images; COMPILE=0 trains it eager. Figure 3 keeps the width-12 recipe eager it
+    was measured with, unless PRESET is given. (PYTHON is a stand-in that records its arguments.)"""
+    record = tmp_path / "argv.json"
+    stand_in = tmp_path / "python"
+    stand_in.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                        f"open({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    stand_in.chmod(0o755)
+    names = ("PRESET", "COMPILE", "SEEDS", "JOBS", "MAX_IMAGES", "ITERS", "CELLS", "RATIOS", "GRID")
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(PYTHON=str(stand_in), OUT_DIR=str(tmp_path / "out"), DATA_ROOT=str(tmp_path / "data"))
+    for script, extra in (("reproduce_table1.sh", {}), ("reproduce_table1.sh", {"COMPILE": "0"}),
+                          ("reproduce_figure3.sh", {}),
+                          ("reproduce_figure3.sh", {"PRESET": "fmnist32_cpu_mbstd_ch8_bs32_GnoSN"})):
+        proc = subprocess.run(["bash", f"scripts/{script}"], cwd=repo_root, env={**env, **extra},
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    table1, eager, figure3, figure3_width8 = [json.loads(line) for line in record.read_text().splitlines()]
+
+    def value(argv: list, flag: str) -> str:
+        return argv[argv.index(flag) + 1]
+    assert value(table1, "--preset") == "fmnist32_cpu_mbstd_ch8_bs32_GnoSN" and "--compile" in table1
+    assert value(table1, "--seeds") == "0,1,2" and value(table1, "--jobs") == "2"
+    assert value(table1, "--max_images") == "5000" and "--num_iters" not in table1  # the preset's 2400
+    assert eager == [arg for arg in table1 if arg != "--compile"]
+    assert value(figure3, "--grid") == "figure3" and value(figure3, "--preset") == "fmnist32_cpu_mbstd_ch12"
+    assert "--compile" not in figure3
+    assert value(figure3_width8, "--preset") == "fmnist32_cpu_mbstd_ch8_bs32_GnoSN" and "--compile" in figure3_width8
 
 
 # ----------------------------------------------------------------------------- the module

@@ -54,7 +54,7 @@ import metric_specs
 import utils
 from grid_presets import GRIDS, PRESETS
 from grid_processes import REPO, metric_files, prepare_fmnist, run_logged, say, training_progress
-from grid_report import METRICS, write_outputs
+from grid_report import METRICS, aggregate, write_outputs
 from io_utils import atomic_write_json
 
 # The flags that make one cell differ from another (the paper's method, set by the grid).
@@ -157,26 +157,6 @@ def parse_seeds(text: str) -> list[int]:
     """'0,1,2' or '0-2' -> [0, 1, 2] (distinct non-negative integers)."""
     import sampling
     return sampling.parse_int_list(text, "--seeds")
-
-
-def aggregate(records: list[dict]) -> dict:
-    """One cell's record from its runs' records: the metrics' mean and sample standard deviation
-    over seeds (`metrics`, `metrics_std`, `n_seeds`); a single run's record is returned as it is, with
-    its seed and run name as the one-element `seeds` and `runs`."""
-    if len(records) == 1:
-        return {**records[0], "n_seeds": 1, "seeds": [records[0]["seed"]], "runs": [records[0]["run"]]}
-    first = records[0]
-    keys = [k for k in first["metrics"] if all(r["metrics"].get(k) is not None for r in records)]
-    values = {k: np.array([r["metrics"][k] for r in records], dtype=np.float64) for k in keys}
-    return {"cell": first["cell"], "labels": first["labels"], "status": "done", "flags": first["flags"],
-            "itr": first["itr"], "sheet": first["sheet"], "n_seeds": len(records),
-            "seeds": [r["seed"] for r in records], "runs": [r["run"] for r in records],
-            "metrics": {k: float(v.mean()) for k, v in values.items()},
-            "metrics_std": {k: float(v.std(ddof=1)) for k, v in values.items()},
-            "per_seed": {k: v.tolist() for k, v in values.items()},
-            "train_seconds": round(sum(r.get("train_seconds", 0) for r in records), 1),
-            "eval_seconds": round(sum(r.get("eval_seconds", 0) for r in records), 1),
-            "train_launches": sum(r.get("train_launches", 0) for r in records)}
 
 
 # ----------------------------------------------------------------------------- flags

@@ -3,7 +3,7 @@ order (Instance Selection | RR (%) | Embedding | Pretraining | IS | FID | P | R 
 cell's direction against the no-selection row, sample sheets side by side, training curves,
 the retention-ratio sweep (the paper's Figure 3) and one summary picture.
 
-A cell's record (cells/<cell>.json) has `cell`, `labels` (the four text columns), `metrics`
+A run's record (cells/<run>.json; `aggregate` makes a cell's from its seeds' runs) has `cell`, `labels` (the four text columns), `metrics`
 (IS_mean, FID, precision, recall, density, coverage), `sheet` (a class sheet PNG) and timings.
 """
 from __future__ import annotations
@@ -14,12 +14,34 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from io_utils import atomic_path, atomic_write_json, atomic_write_text
 from metric_specs import TRAINING_METRICS
 
 REPO = Path(__file__).resolve().parent
 # (column, record key, format, better direction) of the table's metric columns
 METRICS = tuple((m.label, m.key, m.fmt, m.arrow) for m in TRAINING_METRICS)
+
+
+def aggregate(records: list[dict]) -> dict:
+    """One cell's record from its runs' records: the metrics' mean and sample standard deviation
+    over seeds (`metrics`, `metrics_std`, `n_seeds`); a single run's record is returned as it is, with
+    its seed and run name as the one-element `seeds` and `runs`."""
+    if len(records) == 1:
+        return {**records[0], "n_seeds": 1, "seeds": [records[0]["seed"]], "runs": [records[0]["run"]]}
+    first = records[0]
+    keys = [k for k in first["metrics"] if all(r["metrics"].get(k) is not None for r in records)]
+    values = {k: np.array([r["metrics"][k] for r in records], dtype=np.float64) for k in keys}
+    return {"cell": first["cell"], "labels": first["labels"], "status": "done", "flags": first["flags"],
+            "itr": first["itr"], "sheet": first["sheet"], "n_seeds": len(records),
+            "seeds": [r["seed"] for r in records], "runs": [r["run"] for r in records],
+            "metrics": {k: float(v.mean()) for k, v in values.items()},
+            "metrics_std": {k: float(v.std(ddof=1)) for k, v in values.items()},
+            "per_seed": {k: v.tolist() for k, v in values.items()},
+            "train_seconds": round(sum(r.get("train_seconds", 0) for r in records), 1),
+            "eval_seconds": round(sum(r.get("eval_seconds", 0) for r in records), 1),
+            "train_launches": sum(r.get("train_launches", 0) for r in records)}
 
 
 def cell_title(record: dict) -> str:

@@ -65,10 +65,16 @@ def split_recall_coverage(real: np.ndarray, fake: np.ndarray, kept: np.ndarray, 
     return {key: float(value) for key, value in out.items()}
 
 
-def run_features(grid_dir: Path, run: str, num_images: int, net, folder: Path) -> np.ndarray:
-    """Features of `num_images` G_ema samples of one grid run (sample.py --sample_npz, cached)."""
+def _sample_count(path: Path) -> int:
+    with np.load(path, allow_pickle=False) as data:
+        return len(data["x"])
+
+
+def run_features(grid_dir: Path, run: str, num_images: int, net, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features and class labels of `num_images` G_ema samples of one grid run (sample.py --sample_npz;
+    cached in `folder/run`, drawn again when the cached file holds another number)."""
     path = folder / run / "samples_ema.npz"
-    if not path.exists():
+    if not path.exists() or _sample_count(path) != num_images:
         record = json.loads((grid_dir / "cells" / f"{run}.json").read_text())
         cmd = [sys.executable, str(REPO / "sample.py"), *record["flags"], "--experiment_name", run,
                "--weights_root", str(grid_dir / "weights"), "--logs_root", str(grid_dir / "logs"),
@@ -78,9 +84,10 @@ def run_features(grid_dir: Path, run: str, num_images: int, net, folder: Path) -
             raise utils.UserError(f"sample.py failed for run {run}: {proc.stderr.strip()[-1500:]}")
     with np.load(path, allow_pickle=False) as data:
         images = torch.from_numpy(data["x"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        labels = np.asarray(data["y"], np.int64)
     batches = iter(torch.split(images, 100))
     features, _ = feature_extraction.extract_sample_features(net, lambda: next(batches), len(images), progress=False)
-    return np.asarray(features)
+    return np.asarray(features), labels
 
 
 def cell_runs(results: dict, cell: str) -> list[str]:
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
            "manifold_kept": int(in_kept.sum()), "manifold_dropped": int((~in_kept).sum()), "runs": {}}
     features = {}
     for name in runs["none"] + runs[args.cell]:
-        features[name] = run_features(grid_dir, name, num, net, grid_dir / "recall_split")
+        features[name], _ = run_features(grid_dir, name, num, net, grid_dir / "recall_split")
         out["runs"][name] = split_recall_coverage(real, features[name], in_kept, config["prdc_k"],
                                                   real_radii=real_radii)
     # Recall is a threshold on the generated images' radii: the same samples with their radii scaled to

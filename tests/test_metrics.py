@@ -20,6 +20,7 @@ import datasets
 import feature_extraction
 import inception_utils as iu
 import real_image_metrics
+import utils
 
 torch.set_num_threads(2)
 FEATURE_RES = 64  # efficientnet_lite0 input size in the end-to-end test (224 is ~8x slower)
@@ -383,3 +384,46 @@ def test_recall_and_coverage_split_by_the_kept_images_add_up_to_prdc():
     assert rescaled["recall"] == tighter["recall"]
     wider = grid_recall_split.split_recall_coverage(real, fake, kept, 3, 2 * split["fake_radius_median"])
     assert wider["recall"] >= split["recall"] and wider["coverage"] == split["coverage"]
+
+
+def test_class_density_draws_scores_and_correlations():
+    """grid_class_density: two disjoint equal draws per class, the floor and the generator scored
+    with prdc's and the project's FID, per-class density that ranks a tighter class denser under
+    every measure, and Spearman's rho that follows the ranks."""
+    import grid_class_density as gcd
+    labels = np.repeat([0, 1, 2], [10, 12, 8])
+    splits = gcd.class_splits(labels, 4, seed=3)
+    for c, (reference, held_out) in splits.items():
+        assert len(reference) == len(held_out) == 4 and not set(reference) & set(held_out)
+        assert (labels[reference] == c).all() and (labels[held_out] == c).all()
+    assert gcd.class_splits(labels, 4, seed=3)[1][0].tolist() == splits[1][0].tolist()  # seeded
+    with pytest.raises(utils.UserError, match="class 2 has 8 images, fewer than 2 x 5"):
+        gcd.class_splits(labels, 5, seed=3)
+
+    rng = np.random.default_rng(7)
+    real = rng.standard_normal((40, 5))
+    fake = 0.8 * rng.standard_normal((30, 5)) + 0.2
+    scores = gcd.set_scores(real, fake, 3)
+    reference = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=3)
+    for key in ("precision", "recall", "density", "coverage"):
+        assert scores[key] == pytest.approx(reference[key])
+    assert scores["FID"] == pytest.approx(iu.calculate_frechet_distance(*iu.activation_statistics(real),
+                                                                        *iu.activation_statistics(fake)))
+    assert gcd.set_scores(real, real, 3)["FID"] == pytest.approx(0, abs=1e-6)
+
+    base = rng.standard_normal((30, 4))
+    tight, loose = gcd.class_densities(0.5 * base, 3), gcd.class_densities(2 * base, 3)
+    assert set(tight) == set(gcd.MEASURES) and all(tight[m] > loose[m] for m in gcd.MEASURES)
+    # nn_dist is minus the mean distance to the 3rd nearest other point: scales with the data.
+    assert loose["nn_dist"] == pytest.approx(4 * tight["nn_dist"])
+
+    assert gcd.rank_correlations(np.array([1, 2, 3, 4.0]), np.array([10, 9, 7, 1.0]))["rho"] == pytest.approx(-1)
+    mixed = gcd.rank_correlations(np.array([1, 2, 3, 4, 5.0]), np.array([2, 1, 4, 3, 5.0]))
+    assert mixed["rho"] == pytest.approx(0.8) and 0 < mixed["p"] < 1
+    assert np.isnan(gcd.rank_correlations(np.array([1, 2.0]), np.array([2, 1.0]))["rho"])
+    assert np.isnan(gcd.rank_correlations(np.array([1, 2, 3.0]), np.array([5, 5, 5.0]))["p"])
+
+    sample_labels = np.array([2, 0, 2, 1, 0, 2, 1])
+    assert {c: v.tolist() for c, v in gcd.first_of_each_class(sample_labels, [0, 1, 2], 2).items()} == \
+        {0: [1, 4], 1: [3, 6], 2: [0, 2]}
+    assert gcd.first_of_each_class(sample_labels, [1, 2], 3) is None  # class 1 has two samples only

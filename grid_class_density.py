@@ -1,0 +1,207 @@
+"""Does a class's manifold density predict how well the generator learned it? The paper's Figure 2
+(section 4.2, the premise of instance selection) on a finished grid.
+
+    python grid_class_density.py --grid_dir results/quickstart            # the all-data runs
+    python grid_class_density.py --grid_dir results/table1 --cell gaussian_50
+
+Per class, the same number of real images is drawn (seeded) twice: a reference set and a disjoint
+held-out set. The class's density is the mean score of its reference images under each of the
+selection's density measures (Gaussian and PPCA log-likelihood, minus the k-NN distance: larger is
+denser) in the grid's feature network. Each run of --cell (one per seed) draws G_ema samples
+(sample.py --sample_npz) and its first samples of each class, as many as the reference set, are
+scored against that class's reference set: FID, precision, recall, density, coverage. The held-out
+set scored the same way is the class's floor: with a few hundred images in 1280 dimensions FID is
+biased upwards, and more for a spread-out (sparse) class, so a correlation between density and FID
+alone could be that bias; "FID - real" takes the floor out. Spearman's rank correlation (and its p)
+across classes, of each density measure with each metric's per-class mean over the runs, says
+whether the paper's premise (denser classes are generated better) holds on this data.
+
+Writes --out (default GRID_DIR/class_density.json), GRID_DIR/class_density.png (per-class FID and
+its floor against each density measure) and prints the two markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+
+import datasets
+import density_estimators
+import feature_extraction
+import grid_recall_split
+import inception_utils
+import utils
+from io_utils import atomic_write_json
+
+MEASURES = ("gaussian", "ppca", "nn_dist")
+# (column, key) of the per-class scores; "FID - real" is FID minus the class's real-vs-real floor.
+METRICS = (("FID", "FID"), ("FID - real", "FID_excess"), ("P", "precision"), ("R", "recall"),
+           ("D", "density"), ("C", "coverage"))
+SAMPLE_MARGIN = 1.5  # samples drawn per sample wanted (classes are drawn at random)
+
+
+def class_splits(labels: np.ndarray, per_class: int, seed: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For every class, two disjoint seeded draws of `per_class` indices: (reference, held out)."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for c in np.unique(labels).tolist():
+        members = rng.permutation(np.flatnonzero(labels == c))
+        if len(members) < 2 * per_class:
+            raise utils.UserError(f"class {c} has {len(members)} images, fewer than 2 x {per_class} "
+                                  f"(--per_class); lower --per_class")
+        splits[int(c)] = (members[:per_class], members[per_class:2 * per_class])
+    return splits
+
+
+def set_scores(reference: np.ndarray, other: np.ndarray, k: int) -> dict[str, float]:
+    """FID and precision/recall/density/coverage of the features `other` against `reference`."""
+    fid = inception_utils.calculate_frechet_distance(*inception_utils.activation_statistics(reference),
+                                                     *inception_utils.activation_statistics(other))
+    prdc = inception_utils.compute_prdc(reference, other, k)
+    return {"FID": float(fid), **{key: float(prdc[key]) for key in ("precision", "recall", "density", "coverage")}}
+
+
+def class_densities(features: np.ndarray, k: int) -> dict[str, float]:
+    """The mean density score of one class's features under each of MEASURES (larger = denser)."""
+    return {m: float(density_estimators.score_embeddings(features, m, k=k).mean()) for m in MEASURES}
+
+
+def first_of_each_class(labels: np.ndarray, classes: list[int], per_class: int) -> dict[int, np.ndarray] | None:
+    """The first `per_class` sample indices of every class in `classes`; None when a class has fewer."""
+    chosen = {c: np.flatnonzero(labels == c)[:per_class] for c in classes}
+    return chosen if all(len(found) == per_class for found in chosen.values()) else None
+
+
+def run_class_samples(grid_dir: Path, run: str, classes: list[int], per_class: int, net
+                      ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Features of one run's G_ema samples and the first `per_class` of each class among them. sample.py
+    draws the classes uniformly at random, so SAMPLE_MARGIN times the count is drawn, twice as many
+    again while some class falls short."""
+    num = math.ceil(SAMPLE_MARGIN * per_class * len(classes))
+    while True:
+        features, labels = grid_recall_split.run_features(grid_dir, run, num, net, grid_dir / "class_density")
+        chosen = first_of_each_class(labels, classes, per_class)
+        if chosen is not None:
+            return features, chosen
+        num *= 2
+
+
+def rank_correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Spearman's rho and its two-sided p (NaN with fewer than 3 classes or a constant side)."""
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"rho": float("nan"), "p": float("nan")}
+    result = scipy.stats.spearmanr(x, y)
+    return {"rho": float(result.statistic), "p": float(result.pvalue)}
+
+
+def _fmt(values: list[float], digits: int) -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+
+
+def tables(out: dict) -> str:
+    """Markdown: the per-class table (densities, generator scores over runs, the floor's FID), then
+    the correlations of each density measure with each metric."""
+    head = ["class"] + list(MEASURES) + [c for c, _ in METRICS] + ["real FID"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in out["classes"]:
+        cells = [row["name"]] + [f"{row['density'][m]:.2f}" for m in MEASURES]
+        cells += [_fmt(row["runs"][key], 3 if key not in ("FID", "FID_excess") else 2) for _, key in METRICS]
+        lines.append("| " + " | ".join(cells + [f"{row['real']['FID']:.2f}"]) + " |")
+    columns = (*METRICS, ("real FID", "real_FID"))
+    lines += ["", "| Spearman rho (p), across classes | " + " | ".join(c for c, _ in columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    for m in MEASURES:
+        cells = [f"{out['correlations'][m][key]['rho']:+.2f} ({out['correlations'][m][key]['p']:.2g})"
+                 for _, key in columns]
+        lines.append(f"| {m} density | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: dict, path: Path) -> None:
+    """Per-class FID (mean ± std over runs) and its real-vs-real floor against each density measure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], MEASURES):
+        x = np.array([row["density"][m] for row in out["classes"]])
+        fid = np.array([row["runs"]["FID"] for row in out["classes"]], float)
+        ax.errorbar(x, fid.mean(1), yerr=fid.std(1, ddof=1) if fid.shape[1] > 1 else None, fmt="o",
+                    label=f"generator ({out['cell']})")
+        ax.plot(x, [row["real"]["FID"] for row in out["classes"]], "x", color="gray", label="real (floor)")
+        for xi, yi, row in zip(x, fid.mean(1), out["classes"]):
+            ax.annotate(row["name"], (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        rho = out["correlations"][m]["FID"]
+        ax.set(xlabel=f"mean {m} score (denser →)", ylabel="per-class FID",
+               title=f"{m}: Spearman rho {rho['rho']:+.2f} (p {rho['p']:.2g})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: see the module docstring."""
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_argument("--grid_dir", required=True, help="a finished experiment_grid.py --output_dir")
+    p.add_argument("--cell", default="none", help="the cell whose runs are scored (default: %(default)s)")
+    p.add_argument("--per_class", type=int, default=0,
+                   help="real images per class in each of the two draws, and samples per class "
+                        "(0: half the smallest class)")
+    p.add_argument("--k", type=int, default=0, help="k of the k-NN density and of P/R/D/C (0: the grid's --prdc_k)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real draws (default: %(default)s)")
+    p.add_argument("--out", default="", help="JSON output (default: GRID_DIR/class_density.json)")
+    args = p.parse_args(argv)
+    grid_dir = Path(args.grid_dir)
+    results_path = grid_dir / "results.json"
+    if not results_path.exists():
+        raise utils.UserError(f"{results_path} not found: run the grid to the end first (experiment_grid.py)")
+    runs = grid_recall_split.cell_runs(json.loads(results_path.read_text()), args.cell)
+    config = vars(utils.prepare_parser().parse_args(json.loads((grid_dir / "cells" / f"{runs[0]}.json")
+                                                               .read_text())["flags"]))
+    k = args.k or config["prdc_k"]
+    dataset = datasets.get_dataset_from_config(config, augment=False)
+    labels = np.asarray(dataset.labels)
+    names = datasets.class_names(dataset)
+    per_class = args.per_class or int(np.bincount(labels).min()) // 2
+    if per_class <= k:
+        raise utils.UserError(f"{per_class} images per class is not more than k = {k}: use more data "
+                              f"or a smaller --k")
+    splits = class_splits(labels, per_class, args.seed)
+    net = inception_utils.load_feature_net(config["feature_net"], config["inception_weights"], "cpu",
+                                           config["feature_res"])
+    order = np.concatenate([np.concatenate(pair) for pair in splits.values()])
+    pool, _ = feature_extraction.extract_features(net, dataset, num_workers=0, indices=order, desc="real features")
+    real = dict(zip(splits, np.split(pool, len(splits))))  # per class: reference rows, then held-out rows
+    fakes = {run: run_class_samples(grid_dir, run, list(splits), per_class, net) for run in runs}
+    out = {"grid_dir": str(grid_dir), "cell": args.cell, "runs": runs, "per_class": per_class, "k": k,
+           "seed": args.seed, "feature_net": config["feature_net"], "classes": [], "correlations": {}}
+    for c in splits:
+        reference, held_out = real[c][:per_class], real[c][per_class:]
+        per_run = [set_scores(reference, features[chosen[c]], k) for features, chosen in fakes.values()]
+        floor = set_scores(reference, held_out, k)
+        for scores in per_run:
+            scores["FID_excess"] = scores["FID"] - floor["FID"]
+        out["classes"].append({"class": c, "name": names[c] if names and c < len(names) else str(c),
+                               "density": class_densities(reference, k), "real": floor,
+                               "runs": {key: [s[key] for s in per_run] for _, key in METRICS}})
+    for m in MEASURES:
+        x = np.array([row["density"][m] for row in out["classes"]])
+        out["correlations"][m] = {key: rank_correlations(x, np.array([np.mean(row["runs"][key])
+                                                                      for row in out["classes"]]))
+                                  for _, key in METRICS}
+        out["correlations"][m]["real_FID"] = rank_correlations(x, np.array([row["real"]["FID"]
+                                                                            for row in out["classes"]]))
+    out["table"] = tables(out)
+    atomic_write_json(Path(args.out) if args.out else grid_dir / "class_density.json", out)
+    plot(out, grid_dir / "class_density.png")
+    print(out["table"], flush=True)
+
+
+if __name__ == "__main__":
+    utils.run_cli(main)

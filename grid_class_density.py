@@ -16,8 +16,8 @@ alone could be that bias; "FID - real" takes the floor out. Spearman's rank corr
 across classes, of each density measure with each metric's per-class mean over the runs, says
 whether the paper's premise (denser classes are generated better) holds on this data.
 
-Writes --out (default GRID_DIR/class_density.json), GRID_DIR/class_density.png (per-class FID and
-its floor against each density measure) and prints the two markdown tables.
+Writes --out (default GRID_DIR/class_density.json), a PNG of the same name (per-class FID and its
+floor against each density measure) and prints the two markdown tables.
 """
 from __future__ import annotations
 
@@ -198,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         out["correlations"][m]["real_FID"] = rank_correlations(x, np.array([row["real"]["FID"]
                                                                             for row in out["classes"]]))
     out["table"] = tables(out)
-    atomic_write_json(Path(args.out) if args.out else grid_dir / "class_density.json", out)
-    plot(out, grid_dir / "class_density.png")
+    path = Path(args.out) if args.out else grid_dir / "class_density.json"
+    atomic_write_json(path, out)
+    plot(out, path.with_suffix(".png"))
     print(out["table"], flush=True)
 
 

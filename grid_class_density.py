@@ -2,22 +2,26 @@
 (section 4.2, the premise of instance selection) on a finished grid.
 
     python grid_class_density.py --grid_dir results/quickstart            # the all-data runs
-    python grid_class_density.py --grid_dir results/table1 --cell gaussian_50
+    python grid_class_density.py --grid_dir results/table1 --cells none,gaussian_50
 
 Per class, the same number of real images is drawn (seeded) twice: a reference set and a disjoint
 held-out set. The class's density is the mean score of its reference images under each of the
 selection's density measures (Gaussian and PPCA log-likelihood, minus the k-NN distance: larger is
-denser) in the grid's feature network. Each run of --cell (one per seed) draws G_ema samples
+denser) in the grid's feature network. Each run of the --cells (one per seed) draws G_ema samples
 (sample.py --sample_npz) and its first samples of each class, as many as the reference set, are
-scored against that class's reference set: FID, precision, recall, density, coverage. The held-out
-set scored the same way is the class's floor: with a few hundred images in 1280 dimensions FID is
-biased upwards, and more for a spread-out (sparse) class, so a correlation between density and FID
-alone could be that bias; "FID - real" takes the floor out. Spearman's rank correlation (and its p)
+scored against that class's reference set (drawn from all the data, whatever the cell trained on):
+FID, precision, recall, density, coverage. The held-out set scored the same way is the class's
+floor: with a few hundred images in 1280 dimensions FID is biased upwards, and more for a spread-out
+(sparse) class, so a correlation between density and FID alone could be that bias; "FID - real"
+takes the floor out. Spearman's rank correlation (and its p)
 across classes, of each density measure with each metric's per-class mean over the runs, says
-whether the paper's premise (denser classes are generated better) holds on this data.
+whether the paper's premise (denser classes are generated better) holds on this data. With a
+selection cell beside `none` (--cells none,gaussian_50), each class's change under the selection
+(relative, Welch's p over the seeds) and its rank correlation with the class's density say which
+classes the selection helps.
 
-Writes --out (default GRID_DIR/class_density.json), a PNG of the same name (per-class FID and its
-floor against each density measure) and prints the two markdown tables.
+Writes --out (default GRID_DIR/class_density.json), a PNG of the same name (per-class FID of every
+cell and the floor against each density measure) and prints the tables.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import scipy.stats
@@ -33,6 +38,7 @@ import datasets
 import density_estimators
 import feature_extraction
 import grid_recall_split
+import grid_report
 import inception_utils
 import utils
 from io_utils import atomic_write_json
@@ -103,66 +109,109 @@ def _fmt(values: list[float], digits: int) -> str:
     return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
 
 
+def _rho(c: dict[str, float]) -> str:
+    return f"{c['rho']:+.2f} ({c['p']:.2g})"
+
+
+def relative_change(base: list[float], other: list[float]) -> dict[str, float]:
+    """mean(other) / mean(base) - 1, and Welch's p of the difference (NaN with one run a side)."""
+    a, b = np.asarray(base, float), np.asarray(other, float)
+    p = (grid_report.welch(a.mean(), a.std(ddof=1), len(a), b.mean(), b.std(ddof=1), len(b)).p
+         if min(len(a), len(b)) > 1 else float("nan"))
+    return {"change": float(b.mean() / a.mean() - 1), "p": float(p)}
+
+
 def tables(out: dict) -> str:
-    """Markdown: the per-class table (densities, generator scores over runs, the floor's FID), then
-    the correlations of each density measure with each metric."""
+    """Markdown: per cell, the per-class table (densities, the runs' scores, the floor's FID) and the
+    correlations of each density measure with each metric; per selection cell, its per-class change
+    against `none` and the correlations of density with that change."""
     head = ["class"] + list(MEASURES) + [c for c, _ in METRICS] + ["real FID"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in out["classes"]:
-        cells = [row["name"]] + [f"{row['density'][m]:.2f}" for m in MEASURES]
-        cells += [_fmt(row["runs"][key], 3 if key not in ("FID", "FID_excess") else 2) for _, key in METRICS]
-        lines.append("| " + " | ".join(cells + [f"{row['real']['FID']:.2f}"]) + " |")
-    columns = (*METRICS, ("real FID", "real_FID"))
-    lines += ["", "| Spearman rho (p), across classes | " + " | ".join(c for c, _ in columns) + " |",
-              "|---|" + "---|" * len(columns)]
-    for m in MEASURES:
-        cells = [f"{out['correlations'][m][key]['rho']:+.2f} ({out['correlations'][m][key]['p']:.2g})"
-                 for _, key in columns]
-        lines.append(f"| {m} density | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    columns = " | ".join(c for c, _ in METRICS)
+    lines = []
+    for cell in out["cells"]:
+        lines += [f"**{cell}** ({len(out['runs'][cell])} runs)", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * len(head)]
+        for row in out["classes"]:
+            values = [_fmt(row["cells"][cell][key], 3 if key not in ("FID", "FID_excess") else 2)
+                      for _, key in METRICS]
+            lines.append("| " + " | ".join([row["name"]] + [f"{row['density'][m]:.2f}" for m in MEASURES]
+                                           + values + [f"{row['real']['FID']:.2f}"]) + " |")
+        lines += ["", f"| {cell}: Spearman rho (p) across classes | {columns} | real FID |",
+                  "|---|" + "---|" * (len(METRICS) + 1)]
+        for m in MEASURES:
+            lines.append(f"| {m} density | " + " | ".join(_rho(out["correlations"][cell][m][key]) for _, key in METRICS)
+                         + f" | {_rho(out['floor_correlations'][m])} |")
+        lines.append("")
+    for cell, change in out["changes"].items():
+        lines += [f"**{cell} against none** (relative change of the class's mean, Welch's p)", "",
+                  f"| class | {columns} |", "|---|" + "---|" * len(METRICS)]
+        for row in change["classes"]:
+            lines.append(f"| {row['name']} | " + " | ".join(f"{row[key]['change']:+.0%} ({row[key]['p']:.2g})"
+                                                          for _, key in METRICS) + " |")
+        lines += ["", f"| change: Spearman rho (p) across classes | {columns} |", "|---|" + "---|" * len(METRICS)]
+        for m in MEASURES:
+            lines.append(f"| {m} density | " + " | ".join(_rho(change["correlations"][m][key]) for _, key in METRICS)
+                         + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot(out: dict, path: Path) -> None:
-    """Per-class FID (mean ± std over runs) and its real-vs-real floor against each density measure."""
+    """Per-class FID (mean ± std over runs) of every cell and the real floor against each density measure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), 3.6), squeeze=False)
     for ax, m in zip(axes[0], MEASURES):
         x = np.array([row["density"][m] for row in out["classes"]])
-        fid = np.array([row["runs"]["FID"] for row in out["classes"]], float)
-        ax.errorbar(x, fid.mean(1), yerr=fid.std(1, ddof=1) if fid.shape[1] > 1 else None, fmt="o",
-                    label=f"generator ({out['cell']})")
-        ax.plot(x, [row["real"]["FID"] for row in out["classes"]], "x", color="gray", label="real (floor)")
-        for xi, yi, row in zip(x, fid.mean(1), out["classes"]):
-            ax.annotate(row["name"], (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        rho = out["correlations"][m]["FID"]
-        ax.set(xlabel=f"mean {m} score (denser →)", ylabel="per-class FID",
-               title=f"{m}: Spearman rho {rho['rho']:+.2f} (p {rho['p']:.2g})")
+        for cell in out["cells"]:
+            fid = np.array([row["cells"][cell]["FID"] for row in out["classes"]], float)
+            ax.errorbar(x, fid.mean(1), yerr=fid.std(1, ddof=1) if fid.shape[1] > 1 else None, fmt="o",
+                        label=f"{cell} (rho {out['correlations'][cell][m]['FID']['rho']:+.2f})")
+        ax.plot(x, [row["real"]["FID"] for row in out["classes"]], "x", color="gray",
+                label=f"real floor (rho {out['floor_correlations'][m]['rho']:+.2f})")
+        first = out["cells"][0]
+        for xi, row in zip(x, out["classes"]):
+            ax.annotate(row["name"], (xi, np.mean(row["cells"][first]["FID"])), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set(xlabel=f"mean {m} score (denser →)", ylabel="per-class FID", title=f"{m} density")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def correlations(classes: list[dict], value: Callable[[dict, str], float], keys: list[str]
+                 ) -> dict[str, dict[str, dict[str, float]]]:
+    """Spearman's rho across classes of each measure's density with `value(class row, key)`, per key."""
+    return {m: {key: rank_correlations(np.array([row["density"][m] for row in classes]),
+                                       np.array([value(row, key) for row in classes])) for key in keys}
+            for m in MEASURES}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: see the module docstring."""
     p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--grid_dir", required=True, help="a finished experiment_grid.py --output_dir")
-    p.add_argument("--cell", default="none", help="the cell whose runs are scored (default: %(default)s)")
+    p.add_argument("--cells", default="none",
+                   help="comma-separated cells whose runs are scored; each other than none is also compared "
+                        "with none when none is listed (default: %(default)s)")
     p.add_argument("--per_class", type=int, default=0,
                    help="real images per class in each of the two draws, and samples per class "
                         "(0: half the smallest class)")
     p.add_argument("--k", type=int, default=0, help="k of the k-NN density and of P/R/D/C (0: the grid's --prdc_k)")
     p.add_argument("--seed", type=int, default=0, help="seed of the real draws (default: %(default)s)")
-    p.add_argument("--out", default="", help="JSON output (default: GRID_DIR/class_density.json)")
+    p.add_argument("--out", default="", help="JSON output, and a PNG of the same name (default: "
+                                             "GRID_DIR/class_density.json)")
     args = p.parse_args(argv)
     grid_dir = Path(args.grid_dir)
     results_path = grid_dir / "results.json"
     if not results_path.exists():
         raise utils.UserError(f"{results_path} not found: run the grid to the end first (experiment_grid.py)")
-    runs = grid_recall_split.cell_runs(json.loads(results_path.read_text()), args.cell)
-    config = vars(utils.prepare_parser().parse_args(json.loads((grid_dir / "cells" / f"{runs[0]}.json")
+    results = json.loads(results_path.read_text())
+    runs = {cell: grid_recall_split.cell_runs(results, cell) for cell in dict.fromkeys(args.cells.split(","))}
+    first = next(iter(runs.values()))[0]
+    config = vars(utils.prepare_parser().parse_args(json.loads((grid_dir / "cells" / f"{first}.json")
                                                                .read_text())["flags"]))
     k = args.k or config["prdc_k"]
     dataset = datasets.get_dataset_from_config(config, augment=False)
@@ -178,25 +227,34 @@ def main(argv: list[str] | None = None) -> None:
     order = np.concatenate([np.concatenate(pair) for pair in splits.values()])
     pool, _ = feature_extraction.extract_features(net, dataset, num_workers=0, indices=order, desc="real features")
     real = dict(zip(splits, np.split(pool, len(splits))))  # per class: reference rows, then held-out rows
-    fakes = {run: run_class_samples(grid_dir, run, list(splits), per_class, net) for run in runs}
-    out = {"grid_dir": str(grid_dir), "cell": args.cell, "runs": runs, "per_class": per_class, "k": k,
-           "seed": args.seed, "feature_net": config["feature_net"], "classes": [], "correlations": {}}
+    fakes = {cell: [run_class_samples(grid_dir, run, list(splits), per_class, net) for run in cell_runs]
+             for cell, cell_runs in runs.items()}
+    out = {"grid_dir": str(grid_dir), "cells": list(runs), "runs": runs, "per_class": per_class, "k": k,
+           "seed": args.seed, "feature_net": config["feature_net"], "classes": []}
     for c in splits:
         reference, held_out = real[c][:per_class], real[c][per_class:]
-        per_run = [set_scores(reference, features[chosen[c]], k) for features, chosen in fakes.values()]
         floor = set_scores(reference, held_out, k)
-        for scores in per_run:
-            scores["FID_excess"] = scores["FID"] - floor["FID"]
-        out["classes"].append({"class": c, "name": names[c] if names and c < len(names) else str(c),
-                               "density": class_densities(reference, k), "real": floor,
-                               "runs": {key: [s[key] for s in per_run] for _, key in METRICS}})
-    for m in MEASURES:
-        x = np.array([row["density"][m] for row in out["classes"]])
-        out["correlations"][m] = {key: rank_correlations(x, np.array([np.mean(row["runs"][key])
-                                                                      for row in out["classes"]]))
-                                  for _, key in METRICS}
-        out["correlations"][m]["real_FID"] = rank_correlations(x, np.array([row["real"]["FID"]
-                                                                            for row in out["classes"]]))
+        row = {"class": c, "name": names[c] if names and c < len(names) else str(c),
+               "density": class_densities(reference, k), "real": floor, "cells": {}}
+        for cell, samples in fakes.items():
+            per_run = [set_scores(reference, features[chosen[c]], k) for features, chosen in samples]
+            for scores in per_run:
+                scores["FID_excess"] = scores["FID"] - floor["FID"]
+            row["cells"][cell] = {key: [s[key] for s in per_run] for _, key in METRICS}
+        out["classes"].append(row)
+    keys = [key for _, key in METRICS]
+    floor = correlations(out["classes"], lambda row, _: row["real"]["FID"], ["FID"])
+    out["floor_correlations"] = {m: floor[m]["FID"] for m in MEASURES}
+    out["correlations"] = {
+        cell: correlations(out["classes"], lambda row, key, cell=cell: np.mean(row["cells"][cell][key]), keys)
+        for cell in runs}
+    out["changes"] = {}
+    for cell in (c for c in runs if c != "none" and "none" in runs):
+        classes = [{"name": row["name"], "density": row["density"],
+                    **{key: relative_change(row["cells"]["none"][key], row["cells"][cell][key]) for key in keys}}
+                   for row in out["classes"]]
+        out["changes"][cell] = {"classes": classes,
+                                "correlations": correlations(classes, lambda row, key: row[key]["change"], keys)}
     out["table"] = tables(out)
     path = Path(args.out) if args.out else grid_dir / "class_density.json"
     atomic_write_json(path, out)

@@ -142,25 +142,36 @@ def test_quickstart_tiny_budget_writes_the_whole_summary(tmp_path, fmnist_root, 
             halves = found["manifold_kept"] * row[f"{key}_kept"] + found["manifold_dropped"] * row[f"{key}_dropped"]
             assert math.isclose(halves / 24, row[key])
     assert found["table"] in split.stdout and "| gaussian_50 | 2 | " in found["table"]
-    # Per-class density against per-class quality of the all-data runs (the paper's Figure 2): the smallest of
+    # Per-class density against per-class quality (the paper's Figure 2), all-data and selected runs: the smallest of
     # the 100 images' classes has 4, so two draws of 2 per class and k = 1.
-    density = subprocess.run([sys.executable, "grid_class_density.py", "--grid_dir", str(out), "--k", "1"],
+    density = subprocess.run([sys.executable, "grid_class_density.py", "--grid_dir", str(out), "--k", "1",
+                              "--cells", "none,gaussian_50"],
                              cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
     assert density.returncode == 0, density.stderr[-3000:]
     found = json.loads((out / "class_density.json").read_text())
-    assert found["per_class"] == 2 and found["k"] == 1 and found["runs"] == cells["none"]["runs"]
+    assert found["per_class"] == 2 and found["k"] == 1 and found["cells"] == ["none", "gaussian_50"]
+    assert found["runs"] == {key: cells[key]["runs"] for key in found["cells"]}
     assert [row["class"] for row in found["classes"]] == list(range(10))
     for row in found["classes"]:
-        assert len(row["runs"]["FID"]) == 2 and row["runs"]["FID"][0] != row["runs"]["FID"][1]
-        assert row["runs"]["FID_excess"] == [f - row["real"]["FID"] for f in row["runs"]["FID"]]
-        assert row["density"]["nn_dist"] < 0 and all(0 <= v <= 1 for v in row["runs"]["recall"])
-    assert set(found["correlations"]) == {"gaussian", "ppca", "nn_dist"}
+        for key in found["cells"]:
+            runs = row["cells"][key]
+            assert len(runs["FID"]) == 2 and runs["FID"][0] != runs["FID"][1]
+            assert runs["FID_excess"] == [f - row["real"]["FID"] for f in runs["FID"]]
+            assert all(0 <= v <= 1 for v in runs["recall"])
+        assert row["density"]["nn_dist"] < 0
     for measure in ("gaussian", "nn_dist"):
-        assert all(-1 <= found["correlations"][measure][key]["rho"] <= 1 for key in ("FID", "real_FID"))
+        assert -1 <= found["floor_correlations"][measure]["rho"] <= 1
+        assert all(-1 <= found["correlations"][key][measure]["FID"]["rho"] <= 1 for key in found["cells"])
     # PPCA of two points is degenerate (every class scores 0): a constant side has no rank correlation.
     assert all(row["density"]["ppca"] == 0 for row in found["classes"])
-    assert math.isnan(found["correlations"]["ppca"]["FID"]["rho"])
-    assert found["table"] in density.stdout and min(_png_size(out / "class_density.png")) > 100
+    assert math.isnan(found["correlations"]["none"]["ppca"]["FID"]["rho"])
+    change = found["changes"]["gaussian_50"]
+    assert list(found["changes"]) == ["gaussian_50"] and len(change["classes"]) == 10
+    for row, mine in zip(found["classes"], change["classes"]):
+        before, after = np.mean(row["cells"]["none"]["FID"]), np.mean(row["cells"]["gaussian_50"]["FID"])
+        assert math.isclose(mine["FID"]["change"], after / before - 1) and 0 <= mine["FID"]["p"] <= 1
+    assert found["table"] in density.stdout and "**gaussian_50 against none**" in found["table"]
+    assert min(_png_size(out / "class_density.png")) > 100
     for picture in ("samples.png", "curves/losses.png", "selection/gaussian_50/score_histogram.png"):
         assert f"]({picture})" in text
     sheets_w, sheets_h = _png_size(out / "samples.png")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -65,8 +66,10 @@ def class_splits(labels: np.ndarray, per_class: int, seed: int) -> dict[int, tup
 
 def set_scores(reference: np.ndarray, other: np.ndarray, k: int) -> dict[str, float]:
     """FID and precision/recall/density/coverage of the features `other` against `reference`."""
-    fid = inception_utils.calculate_frechet_distance(*inception_utils.activation_statistics(reference),
-                                                     *inception_utils.activation_statistics(other))
+    with warnings.catch_warnings():  # few images a class: biased FID, which the class's floor measures
+        warnings.filterwarnings("ignore", message=".*the covariance is singular and FID is biased")
+        fid = inception_utils.calculate_frechet_distance(*inception_utils.activation_statistics(reference),
+                                                         *inception_utils.activation_statistics(other))
     prdc = inception_utils.compute_prdc(reference, other, k)
     return {"FID": float(fid), **{key: float(prdc[key]) for key in ("precision", "recall", "density", "coverage")}}
 
@@ -97,8 +100,8 @@ def run_class_samples(grid_dir: Path, run: str, classes: list[int], per_class: i
 
 
 def rank_correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Spearman's rho and its two-sided p (NaN with fewer than 3 classes or a constant side)."""
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    """Spearman's rho and its two-sided p (NaN with fewer than 3 classes, a NaN, or a constant side)."""
+    if len(x) < 3 or not (np.isfinite(x).all() and np.isfinite(y).all()) or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"rho": float("nan"), "p": float("nan")}
     result = scipy.stats.spearmanr(x, y)
     return {"rho": float(result.statistic), "p": float(result.pvalue)}
@@ -114,11 +117,13 @@ def _rho(c: dict[str, float]) -> str:
 
 
 def relative_change(base: list[float], other: list[float]) -> dict[str, float]:
-    """mean(other) / mean(base) - 1, and Welch's p of the difference (NaN with one run a side)."""
+    """mean(other) / mean(base) - 1 (NaN when the base is 0), and Welch's p of the difference (NaN with
+    one run a side)."""
     a, b = np.asarray(base, float), np.asarray(other, float)
+    change = b.mean() / a.mean() - 1 if a.mean() != 0 else float("nan")
     p = (grid_report.welch(a.mean(), a.std(ddof=1), len(a), b.mean(), b.std(ddof=1), len(b)).p
          if min(len(a), len(b)) > 1 else float("nan"))
-    return {"change": float(b.mean() / a.mean() - 1), "p": float(p)}
+    return {"change": float(change), "p": float(p)}
 
 
 def tables(out: dict) -> str:
@@ -181,11 +186,12 @@ def plot(out: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def correlations(classes: list[dict], value: Callable[[dict, str], float], keys: list[str]
+def correlations(classes: list[dict], value: Callable[[int, str], float], keys: list[str]
                  ) -> dict[str, dict[str, dict[str, float]]]:
-    """Spearman's rho across classes of each measure's density with `value(class row, key)`, per key."""
+    """Spearman's rho across the class rows `classes` of each measure's density with `value(row index,
+    key)`, per key."""
     return {m: {key: rank_correlations(np.array([row["density"][m] for row in classes]),
-                                       np.array([value(row, key) for row in classes])) for key in keys}
+                                       np.array([value(i, key) for i in range(len(classes))])) for key in keys}
             for m in MEASURES}
 
 
@@ -243,18 +249,19 @@ def main(argv: list[str] | None = None) -> None:
             row["cells"][cell] = {key: [s[key] for s in per_run] for _, key in METRICS}
         out["classes"].append(row)
     keys = [key for _, key in METRICS]
-    floor = correlations(out["classes"], lambda row, _: row["real"]["FID"], ["FID"])
+    classes = out["classes"]
+    floor = correlations(classes, lambda i, _: classes[i]["real"]["FID"], ["FID"])
     out["floor_correlations"] = {m: floor[m]["FID"] for m in MEASURES}
     out["correlations"] = {
-        cell: correlations(out["classes"], lambda row, key, cell=cell: np.mean(row["cells"][cell][key]), keys)
+        cell: correlations(classes, lambda i, key, cell=cell: np.mean(classes[i]["cells"][cell][key]), keys)
         for cell in runs}
     out["changes"] = {}
     for cell in (c for c in runs if c != "none" and "none" in runs):
-        classes = [{"name": row["name"], "density": row["density"],
-                    **{key: relative_change(row["cells"]["none"][key], row["cells"][cell][key]) for key in keys}}
-                   for row in out["classes"]]
-        out["changes"][cell] = {"classes": classes,
-                                "correlations": correlations(classes, lambda row, key: row[key]["change"], keys)}
+        rows = [{"name": row["name"], **{key: relative_change(row["cells"]["none"][key], row["cells"][cell][key])
+                                         for key in keys}} for row in classes]
+        out["changes"][cell] = {"classes": rows,
+                                "correlations": correlations(classes, lambda i, key, rows=rows: rows[i][key]["change"],
+                                                             keys)}
     out["table"] = tables(out)
     path = Path(args.out) if args.out else grid_dir / "class_density.json"
     atomic_write_json(path, out)

@@ -26,7 +26,6 @@ cell and the floor against each density measure) and prints the tables.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import warnings
 from pathlib import Path
@@ -211,14 +210,9 @@ def main(argv: list[str] | None = None) -> None:
                                              "GRID_DIR/class_density.json)")
     args = p.parse_args(argv)
     grid_dir = Path(args.grid_dir)
-    results_path = grid_dir / "results.json"
-    if not results_path.exists():
-        raise utils.UserError(f"{results_path} not found: run the grid to the end first (experiment_grid.py)")
-    results = json.loads(results_path.read_text())
+    results = grid_recall_split.finished_grid(grid_dir)
     runs = {cell: grid_recall_split.cell_runs(results, cell) for cell in dict.fromkeys(args.cells.split(","))}
-    first = next(iter(runs.values()))[0]
-    config = vars(utils.prepare_parser().parse_args(json.loads((grid_dir / "cells" / f"{first}.json")
-                                                               .read_text())["flags"]))
+    config = grid_recall_split.run_config(grid_dir, next(iter(runs.values()))[0])
     k = args.k or config["prdc_k"]
     dataset = datasets.get_dataset_from_config(config, augment=False)
     labels = np.asarray(dataset.labels)

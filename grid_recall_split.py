@@ -99,6 +99,20 @@ def cell_runs(results: dict, cell: str) -> list[str]:
     return record.get("runs", [record.get("run", cell)])
 
 
+def finished_grid(grid_dir: Path) -> dict:
+    """A finished grid's results.json (an error that says what to do when there is none)."""
+    results_path = grid_dir / "results.json"
+    if not results_path.exists():
+        raise utils.UserError(f"{results_path} not found: run the grid to the end first (experiment_grid.py)")
+    return json.loads(results_path.read_text())
+
+
+def run_config(grid_dir: Path, run: str) -> dict:
+    """The train.py configuration of one grid run, parsed from its recorded flags."""
+    flags = json.loads((grid_dir / "cells" / f"{run}.json").read_text())["flags"]
+    return vars(utils.prepare_parser().parse_args(flags))
+
+
 def mean_std_table(cells: dict[str, list[dict]]) -> str:
     """Markdown: one row per cell, mean +- sample std over its runs (a value when it has one run)."""
     lines = ["| cell | runs | " + " | ".join(c for c, _ in COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
@@ -120,13 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="", help="JSON output (default: GRID_DIR/recall_split.json)")
     args = p.parse_args(argv)
     grid_dir = Path(args.grid_dir)
-    results_path = grid_dir / "results.json"
-    if not results_path.exists():
-        raise utils.UserError(f"{results_path} not found: run the grid to the end first (experiment_grid.py)")
-    results = json.loads(results_path.read_text())
+    results = finished_grid(grid_dir)
     runs = {cell: cell_runs(results, cell) for cell in ("none", args.cell)}
-    first = json.loads((grid_dir / "cells" / f"{runs['none'][0]}.json").read_text())
-    config = vars(utils.prepare_parser().parse_args(first["flags"]))
+    config = run_config(grid_dir, runs["none"][0])
     kept_path = grid_dir / "selection" / args.cell / "indices.npz"
     if not kept_path.exists():
         raise utils.UserError(f"{kept_path} not found: --cell must be a selection cell of this grid")

@@ -48,6 +48,7 @@ MEASURES = ("gaussian", "ppca", "nn_dist")
 METRICS = (("FID", "FID"), ("FID - real", "FID_excess"), ("P", "precision"), ("R", "recall"),
            ("D", "density"), ("C", "coverage"))
 SAMPLE_MARGIN = 1.5  # samples drawn per sample wanted (classes are drawn at random)
+MAX_DOUBLINGS = 4  # then a class still short is one the generator does not draw
 
 
 def class_splits(labels: np.ndarray, per_class: int, seed: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -88,14 +89,16 @@ def run_class_samples(grid_dir: Path, run: str, classes: list[int], per_class: i
                       ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Features of one run's G_ema samples and the first `per_class` of each class among them. sample.py
     draws the classes uniformly at random, so SAMPLE_MARGIN times the count is drawn, twice as many
-    again while some class falls short."""
+    again while some class falls short (up to MAX_DOUBLINGS times)."""
     num = math.ceil(SAMPLE_MARGIN * per_class * len(classes))
-    while True:
+    for _ in range(MAX_DOUBLINGS + 1):
         features, labels = grid_recall_split.run_features(grid_dir, run, num, net, grid_dir / "class_density")
         chosen = first_of_each_class(labels, classes, per_class)
         if chosen is not None:
             return features, chosen
         num *= 2
+    raise utils.UserError(f"run {run}: {num // 2} samples hold fewer than {per_class} of some class among "
+                          f"{classes}; does its G draw every class of the data (--n_classes)?")
 
 
 def rank_correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -434,3 +434,24 @@ def test_class_density_draws_scores_and_correlations():
     assert {c: v.tolist() for c, v in gcd.first_of_each_class(sample_labels, [0, 1, 2], 2).items()} == \
         {0: [1, 4], 1: [3, 6], 2: [0, 2]}
     assert gcd.first_of_each_class(sample_labels, [1, 2], 3) is None  # class 1 has two samples only
+
+
+def test_class_density_draws_more_samples_until_every_class_has_enough(monkeypatch, tmp_path):
+    """sample.py draws classes at random: a class short of samples doubles the draw; a class the
+    generator never draws ends in an error that names the run."""
+    import grid_class_density as gcd
+    import grid_recall_split
+    asked = []
+
+    def fake_run_features(grid_dir, run, num, net, folder):
+        asked.append(num)
+        labels = np.arange(num) % (3 if num >= 24 else 2)  # class 2 appears only from 24 samples on
+        return np.zeros((num, 4)), labels
+
+    monkeypatch.setattr(grid_recall_split, "run_features", fake_run_features)
+    features, chosen = gcd.run_class_samples(tmp_path, "r", [0, 1, 2], 2, None)
+    assert asked == [9, 18, 36] and len(features) == 36 and chosen[2].tolist() == [2, 5]
+    asked.clear()
+    with pytest.raises(utils.UserError, match="run r: 144 samples hold fewer than 2 of some class among"):
+        gcd.run_class_samples(tmp_path, "r", [0, 1, 3], 2, None)
+    assert asked == [9, 18, 36, 72, 144]

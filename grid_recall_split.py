@@ -67,7 +67,7 @@ def split_recall_coverage(real: np.ndarray, fake: np.ndarray, kept: np.ndarray, 
 
 def _sample_count(path: Path) -> int:
     with np.load(path, allow_pickle=False) as data:
-        return len(data["x"])
+        return len(data["y"])  # one label per image: the count without reading the images
 
 
 def run_features(grid_dir: Path, run: str, num_images: int, net, folder: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,9 @@ order (Instance Selection | RR (%) | Embedding | Pretraining | IS | FID | P | R 
 cell's direction against the no-selection row, sample sheets side by side, training curves,
 the retention-ratio sweep (the paper's Figure 3) and one summary picture.
 
-A run's record (cells/<run>.json; `aggregate` makes a cell's from its seeds' runs) has `cell`, `labels` (the four text columns), `metrics`
-(IS_mean, FID, precision, recall, density, coverage), `sheet` (a class sheet PNG) and timings.
+A run's record (cells/<run>.json; `aggregate` makes a cell's from its seeds' runs) has `cell`,
+`labels` (the four text columns), `metrics` (IS_mean, FID, precision, recall, density, coverage),
+`sheet` (a class sheet PNG) and timings.
 """
 from __future__ import annotations
 

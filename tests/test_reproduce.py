@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 import experiment_grid as eg
+from grid_report import aggregate
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one xdist worker runs the whole file: module fixtures built once
 HEADER = "| Instance Selection | RR (%) | Embedding | Pretraining | IS ↑ | FID ↓ | P ↑ | R ↑ | D ↑ | C ↑ |"
@@ -227,18 +228,18 @@ def test_seeds_aggregate_to_mean_and_sample_std_and_the_noise_test():
         with pytest.raises(ValueError, match="--seeds"):
             eg.parse_seeds(bad)
     runs = [_record("none", s, precision=p, recall=0.3) for s, p in enumerate((0.5, 0.6, 0.7))]
-    base = grid_report.aggregate(runs)
+    base = aggregate(runs)
     assert base["n_seeds"] == 3 and base["runs"] == ["none_seed0", "none_seed1", "none_seed2"]
     assert base["metrics"]["precision"] == pytest.approx(0.6)
     assert base["metrics_std"]["precision"] == pytest.approx(0.1)  # ddof=1
     assert base["metrics_std"]["recall"] == 0 and base["train_seconds"] == 6.0
-    assert grid_report.aggregate(runs[:1])["n_seeds"] == 1 and "metrics_std" not in grid_report.aggregate(runs[:1])
+    assert aggregate(runs[:1])["n_seeds"] == 1 and "metrics_std" not in aggregate(runs[:1])
     # Welch's t-test on the aggregates equals scipy's on the seeds' values.
     from scipy import stats
     near_values, far_values, mid_values = (0.6, 0.7, 0.8), (0.8, 0.9, 1.0), (0.7, 0.8, 0.72)
-    near = grid_report.aggregate([_record("gaussian_50", s, precision=p, recall=0.3) for s, p in enumerate(near_values)])
-    far = grid_report.aggregate([_record("gaussian_50", s, precision=p, recall=0.1) for s, p in enumerate(far_values)])
-    mid = grid_report.aggregate([_record("gaussian_50", s, precision=p, recall=0.3) for s, p in enumerate(mid_values)])
+    near = aggregate([_record("gaussian_50", s, precision=p, recall=0.3) for s, p in enumerate(near_values)])
+    far = aggregate([_record("gaussian_50", s, precision=p, recall=0.1) for s, p in enumerate(far_values)])
+    mid = aggregate([_record("gaussian_50", s, precision=p, recall=0.3) for s, p in enumerate(mid_values)])
     for other, values in ((near, near_values), (far, far_values), (mid, mid_values)):
         test = grid_report.compare(base, other, "precision", "↑")[1]
         reference = stats.ttest_ind(values, (0.5, 0.6, 0.7), equal_var=False)
@@ -250,7 +251,7 @@ def test_seeds_aggregate_to_mean_and_sample_std_and_the_noise_test():
     verdict, test = grid_report.compare(base, mid, "precision", "↑")
     assert verdict == "within noise" and test.t > 2 and 0.05 < test.p < 0.15
     assert grid_report.compare(base, far, "recall", "↑")[0] == "worse"  # 0.3 -> 0.1 with zero spread
-    assert grid_report.compare(base, grid_report.aggregate(runs), "recall", "↑")[0] == "within noise"  # equal, no spread
+    assert grid_report.compare(base, aggregate(runs), "recall", "↑")[0] == "within noise"  # equal, no spread
     assert grid_report.metric_text(base, "precision", "{:.3f}") == "0.600 ± 0.100"
     # One seed: the sign decides and the summary says it is not a test.
     single = {**runs[0], "n_seeds": 1}
@@ -262,16 +263,16 @@ def test_seeds_aggregate_to_mean_and_sample_std_and_the_noise_test():
     # Recall 0.3 -> 0.1 is worse by 67 %: more than "a little" (the paper's drop was 5-6 %).
     assert "recall down a little (at most 10 %) or unchanged: **did not hold** (worse" in lines[1]
     assert lines[1].endswith("-67%)")
-    slight = grid_report.aggregate([_record("gaussian_50", s, precision=p, recall=0.28) for s, p in enumerate((0.8, 0.9, 1.0))])
+    slight = aggregate([_record("gaussian_50", s, precision=p, recall=0.28) for s, p in enumerate((0.8, 0.9, 1.0))])
     slight["labels"] = far["labels"]
     assert "recall down a little (at most 10 %) or unchanged: **held** (worse" in grid_report.paper_verdict([base, slight])[1]
     # A mean 50 % lower that three seeds cannot tell from noise is not "a little" either.
-    vague = grid_report.aggregate([_record("gaussian_50", s, precision=0.9, recall=r) for s, r in enumerate((0.01, 0.15, 0.29))])
+    vague = aggregate([_record("gaussian_50", s, precision=0.9, recall=r) for s, r in enumerate((0.01, 0.15, 0.29))])
     vague["labels"] = far["labels"]
     assert grid_report.compare(base, vague, "recall", "↑")[0] == "within noise"
     assert "recall down a little (at most 10 %) or unchanged: **did not hold** (within noise" in \
         grid_report.paper_verdict([base, vague])[1]
-    close = grid_report.aggregate([_record("gaussian_50", s, precision=0.9, recall=r) for s, r in enumerate((0.2, 0.29, 0.38))])
+    close = aggregate([_record("gaussian_50", s, precision=0.9, recall=r) for s, r in enumerate((0.2, 0.29, 0.38))])
     close["labels"] = far["labels"]
     assert "recall down a little (at most 10 %) or unchanged: **held** (within noise" in \
         grid_report.paper_verdict([base, close])[1]
@@ -363,7 +364,7 @@ def test_ratio_sweep_draws_the_seeds_std_as_error_bars(tmp_path):
         for ratio, mean in ((50, 0.8), (100, 0.6)):
             runs = [_record("gaussian_50" if ratio == 50 else "none", s, precision=mean + spread * (s - 1),
                             recall=0.3) for s in range(seeds)]
-            out.append({**grid_report.aggregate(runs), "labels": ["Gaussian" if ratio == 50 else "None", str(ratio), "-", "-"]})
+            out.append({**aggregate(runs), "labels": ["Gaussian" if ratio == 50 else "None", str(ratio), "-", "-"]})
         return out
 
     pixels = {}

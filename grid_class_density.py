@@ -90,14 +90,14 @@ def run_class_samples(grid_dir: Path, run: str, classes: list[int], per_class: i
     """Features of one run's G_ema samples and the first `per_class` of each class among them. sample.py
     draws the classes uniformly at random, so SAMPLE_MARGIN times the count is drawn, twice as many
     again while some class falls short (up to MAX_DOUBLINGS times)."""
-    num = math.ceil(SAMPLE_MARGIN * per_class * len(classes))
-    for _ in range(MAX_DOUBLINGS + 1):
+    first = math.ceil(SAMPLE_MARGIN * per_class * len(classes))
+    sizes = [first * 2 ** i for i in range(MAX_DOUBLINGS + 1)]
+    for num in sizes:
         features, labels = grid_recall_split.run_features(grid_dir, run, num, net, grid_dir / "class_density")
         chosen = first_of_each_class(labels, classes, per_class)
         if chosen is not None:
             return features, chosen
-        num *= 2
-    raise utils.UserError(f"run {run}: {num // 2} samples hold fewer than {per_class} of some class among "
+    raise utils.UserError(f"run {run}: {sizes[-1]} samples hold fewer than {per_class} of some class among "
                           f"{classes}; does its G draw every class of the data (--n_classes)?")
 
 

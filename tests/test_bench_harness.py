@@ -1,5 +1,5 @@
 """The benchmark harness: run_all.py's --only merge, bench_convergence.py's run environment and
---replot, bench_step.py's FLOP count."""
+--replot, bench_step.py's FLOP count, bench_grouped_conv.py's batched convolution."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import BigGAN
 import cli
@@ -233,3 +234,23 @@ def test_bench_step_prints_one_consistent_line(capsys):
     assert row["iters_in_seconds"] == pytest.approx(60 / row["s_per_iter"], rel=1e-3, abs=1)
     assert row["iters_in_seconds_convs_only"] >= row["iters_in_seconds"]
     assert row["conv_share"] == pytest.approx(row["conv_s_per_iter"] / row["s_per_iter"], abs=2e-3)
+
+
+def test_grouped_conv_computes_each_run_on_its_own_channels():
+    import bench_grouped_conv
+    torch.manual_seed(0)
+    convs = [torch.nn.Conv2d(4, 5, 3, padding=1) for _ in range(3)]
+    grouped = bench_grouped_conv.stacked_conv(convs)
+    xs = [torch.randn(2, 4, 8, 8) for _ in convs]
+    expected = torch.cat([conv(x) for conv, x in zip(convs, xs)], dim=1)
+    assert torch.allclose(grouped(torch.cat(xs, dim=1)), expected, atol=1e-6)
+
+
+def test_bench_grouped_conv_prints_consistent_ratios(capsys):
+    import bench_grouped_conv
+    bench_grouped_conv.main(["--runs", "2", "--channels", "4", "--batch", "2", "--sizes", "8", "--reps", "2"])
+    row = json.loads(capsys.readouterr().out.strip())
+    assert (row["runs"], row["size"]) == (2, 8)
+    assert row["grouped_vs_separate"] == pytest.approx(row["grouped_s"] / (2 * row["one_run_s"]), rel=0.01)
+    assert row["shared_weights_vs_separate"] == pytest.approx(
+        row["shared_weights_s"] / (2 * row["one_run_s"]), rel=0.01)

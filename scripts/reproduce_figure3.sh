@@ -9,7 +9,7 @@
 # recipe, eager, with which all ten ratios were measured (README: PRESET=fmnist32_cpu_mbstd_ch12,
 # COMPILE=0; efficientnet_lite0 metrics, 2000 iterations per ratio, 3 seeds: 30 runs, about 5/3 of
 # Table 1's 18; Table 1's default recipe since, PRESET=fmnist32_cpu_mbstd_ch8_bs32_GnoSN, is measured
-# at 10-60 % in bf16 and 50-100 % in fp32, README). Full size, the paper's SAGAN on 64x64
+# at all ten ratios in bf16 and at 50-100 % in fp32, README). Full size, the paper's SAGAN on 64x64
 # ImageNet for 500k iterations per ratio (data from scripts/utils/prepare_data_imagenet_64.sh):
 #   PRESET=imagenet64 DATA_ROOT=data JOBS=8 GPUS=0,1,2,3,4,5,6,7 bash scripts/reproduce_figure3.sh
 # Environment: RATIOS (10,20,...,100; 100 = no selection) and everything scripts/reproduce_table1.sh

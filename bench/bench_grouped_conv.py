@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_models import machine  # noqa: E402
 
 
 def stacked_conv(convs: list[torch.nn.Conv2d]) -> torch.nn.Conv2d:
@@ -81,8 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         shared = seconds_per_pass(convs[0], r * n, size, args.reps)
         print(json.dumps({
             "name": "grouped_conv", "runs": r, "channels": c, "batch": n, "size": size,
-            "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                        "platform": platform.platform()},
+            "machine": machine(),
             "one_run_s": float(f"{one:.4g}"), "grouped_s": float(f"{grouped:.4g}"),
             "shared_weights_s": float(f"{shared:.4g}"),
             "grouped_vs_separate": round(grouped / (r * one), 3),

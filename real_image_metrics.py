@@ -33,6 +33,30 @@ def outside_manifold(config: dict, pool: np.ndarray) -> np.ndarray:
     return np.setdiff1d(np.asarray(pool, np.int64), manifold_image_indices(config))
 
 
+def draw_outside_manifold(config: dict, pool: np.ndarray, num_images: int, seed: int = 1) -> np.ndarray:
+    """`num_images` indices drawn (seeded, without replacement) from those of `pool` outside the manifold."""
+    free = outside_manifold(config, pool)
+    if len(free) < num_images:
+        raise ValueError(f"{num_images} real images wanted but only {len(free)} of these {len(pool)} are "
+                         f"outside the manifold's {config['num_pr_images']}; use more --max_images or fewer "
+                         f"--num_inception_images")
+    return np.random.default_rng(seed).permutation(free)[:num_images]
+
+
+def score_real_images(dataset: datasets.ImageDataset, indices: np.ndarray,
+                      get_metrics: Callable[..., dict[str, float]],
+                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """The metrics of the images `indices` of `dataset` (in that order, repeats allowed), each batch
+    passed through `transform` first (images in [-1, 1]), scored like a generator's samples."""
+    batches = iter(np.array_split(np.asarray(indices), max(1, len(indices) // 100)))
+
+    def sample_fn() -> torch.Tensor:
+        images = torch.stack([dataset[int(i)][0] for i in next(batches)])
+        return transform(images) if transform else images
+
+    return {k: float(v) for k, v in get_metrics(sample_fn, len(indices), prints=False).items()}
+
+
 def real_images_metrics(config: dict, pool: np.ndarray | None, num_images: int,
                         get_metrics: Callable[..., dict[str, float]], seed: int = 1,
                         dataset: datasets.ImageDataset | None = None) -> dict[str, float]:
@@ -41,18 +65,7 @@ def real_images_metrics(config: dict, pool: np.ndarray | None, num_images: int,
     data's moments and manifold. `dataset`: the (original) data set when the caller has it loaded."""
     dataset = dataset if dataset is not None else datasets.get_dataset_from_config(config, augment=False)
     pool = np.arange(len(dataset)) if pool is None else pool
-    free = outside_manifold(config, pool)
-    if len(free) < num_images:
-        raise ValueError(f"{num_images} real images wanted but only {len(free)} of these {len(pool)} are "
-                         f"outside the manifold's {config['num_pr_images']}; use more --max_images or fewer "
-                         f"--num_inception_images")
-    chosen = np.random.default_rng(seed).permutation(free)[:num_images]
-    batches = iter(np.array_split(chosen, max(1, num_images // 100)))
-
-    def sample_fn() -> torch.Tensor:
-        return torch.stack([dataset[int(i)][0] for i in next(batches)])
-
-    return {k: float(v) for k, v in get_metrics(sample_fn, num_images, prints=False).items()}
+    return score_real_images(dataset, draw_outside_manifold(config, pool, num_images, seed), get_metrics)
 
 
 def training_set_rows(config: dict, pools: dict[str, np.ndarray | None], labels: dict[str, tuple],

@@ -1,0 +1,104 @@
+"""bench/bench_calibration.py: the degradations of real images that calibrate the metrics, and a tiny
+real run on Fashion-MNIST."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import bench_calibration as bc  # noqa: E402
+
+TINY_EVAL = ("--num_inception_images 24 --num_pr_images 24 --prdc_k 3 --feature_res 32 --embedding_res 32")
+
+
+def test_conditions_parse_and_bad_ones_say_what_to_write():
+    assert bc.parse_condition("real") == ("real", None, None)
+    assert bc.parse_condition(" blur:1.5 ") == ("blur:1.5", None, ("blur", 1.5))
+    assert bc.parse_condition("gaussian:50") == ("gaussian:50", ("gaussian", 50.0), None)
+    assert bc.parse_condition("noise:0.02+gaussian:50") == ("noise:0.02+gaussian:50", ("gaussian", 50.0),
+                                                              ("noise", 0.02))
+    for bad in ("real:1", "blur", "blur:x", "blur:-1", "sharpen:2", "classes:2.5", "distinct:0",
+                "blur:1+noise:0.1", "classes:5+gaussian:50", "real+blur:1"):
+        with pytest.raises(cli.UserError, match="condition"):
+            bc.parse_condition(bad)
+
+
+def test_blur_keeps_the_mean_and_removes_detail_and_noise_is_seeded_and_clamped():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 32, 32, generator=gen) * 2 - 1
+    assert torch.equal(bc.blur(0)(x), x)
+    blurred = bc.blur(1.0)(x)
+    assert blurred.shape == x.shape
+    assert blurred.mean().item() == pytest.approx(x.mean().item(), abs=0.02)  # reflected edges: mean kept
+    assert blurred.std() < 0.5 * x.std()  # white noise loses most of its variance under a 1-pixel blur
+    assert bc.blur(0.5)(x).std() > blurred.std()
+    first, again = bc.noise(0.1, seed=3), bc.noise(0.1, seed=3)
+    a, b = first(x), again(x)
+    assert torch.equal(a, b)  # the same seed, the same noise
+    assert not torch.equal(first(x), a)  # each batch draws new noise
+    assert a.min() >= -1 and a.max() <= 1
+    inner = x.abs() < 0.5  # away from the clamp the added noise has the asked std
+    assert (a - x)[inner].std().item() == pytest.approx(0.1, rel=0.1)
+
+
+def test_repeated_per_class_holds_n_distinct_images_of_every_class_in_equal_shares():
+    labels = np.repeat(np.arange(4), 10)  # 4 classes of 10 images
+    free = np.array([i for i in range(40) if i % 10 != 0])  # the first of each class is in the manifold
+    out = bc.repeated_per_class(free, labels, distinct=3, count=26, seed=5)
+    assert len(out) == 26 and set(out) <= set(free)
+    for c in range(4):
+        mine = out[labels[out] == c]
+        assert len(np.unique(mine)) == 3 and len(mine) in (6, 7)  # 26 split 7/7/6/6
+        assert np.bincount(mine).max() - np.bincount(mine)[np.unique(mine)].min() <= 1  # repeated in turn
+    assert np.array_equal(out, bc.repeated_per_class(free, labels, 3, 26, seed=5))
+    assert not np.array_equal(out, bc.repeated_per_class(free, labels, 3, 26, seed=6))
+    with pytest.raises(cli.UserError, match="distinct:10: class 0 has only 9 images"):
+        bc.repeated_per_class(free, labels, distinct=10, count=40, seed=0)
+
+
+def test_a_tiny_calibration_on_real_fashion_mnist(tmp_path, fmnist_root, run_py):
+    """Every condition scores the same number of images; blur and repeated images read worse than the
+    real images on the metrics they should; each draw is a line and each condition a table row, with
+    a grid's generator rows after them; --replot rewrites the table from the JSON lines alone."""
+    conditions = "real,blur:1.5,classes:5,distinct:1,uniform:50,uniform:50+blur:1.5"
+    metrics = {"FID": 30.0, "IS_mean": 2.5, "precision": 0.8, "recall": 0.4, "density": 0.7, "coverage": 0.6}
+    grid = {"cells": [{"labels": ["None", "100", "-", "-"], "n_seeds": 3, "metrics": metrics,
+                       "metrics_std": {k: 0.1 for k in metrics}},
+                      {"labels": ["Gaussian", "50", "EfficientNet-Lite0", "ImageNet"], "n_seeds": 3,
+                       "metrics": {**metrics, "precision": 0.9}, "metrics_std": {k: 0.1 for k in metrics}}]}
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    proc = run_py("bench/bench_calibration.py", "--max_images", "100", "--out", "cal", "--extra", TINY_EVAL,
+                  "--conditions", conditions, "--draws", "2", "--threads", "1", "--generators", "grid.json",
+                  env={"FMNIST_ROOT": str(fmnist_root)}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    draws = [r for r in lines if r["name"] == "calibration"]
+    summary = {r["condition"]: r for r in lines if r["name"] == "calibration_summary"}
+    assert [r["condition"] for r in draws] == [c for c in conditions.split(",") for _ in range(2)]
+    assert {r["num_images"] for r in lines} == {24} and list(summary) == conditions.split(",")
+    real = summary["real"]
+    assert draws[0]["FID"] != draws[1]["FID"]  # two draws, two sets of images
+    assert real["FID_mean"] == pytest.approx(np.mean([d["FID"] for d in draws[:2]]))
+    assert summary["blur:1.5"]["FID_mean"] > real["FID_mean"] + 10
+    assert summary["blur:1.5"]["precision_mean"] < real["precision_mean"]
+    assert summary["distinct:1"]["recall_mean"] < real["recall_mean"]  # one image a class, repeated
+    assert summary["distinct:1"]["coverage_mean"] < real["coverage_mean"]
+    assert summary["uniform:50+blur:1.5"]["FID_mean"] > summary["uniform:50"]["FID_mean"] + 10
+    table = (tmp_path / "cal" / "calibration.md").read_text()
+    assert "24 real images a condition against all 100 training images" in table
+    assert all(f"| {c} |" in table for c in conditions.split(","))
+    assert "| G: None | 30.00 ± 0.10 | 2.50 ± 0.10 | 0.800 ± 0.100 |" in table
+    assert "| G: Gaussian 50 % | 30.00 ± 0.10 | 2.50 ± 0.10 | 0.900 ± 0.100 |" in table
+    assert (tmp_path / "cal" / "calibration.png").stat().st_size > 10_000
+    (tmp_path / "out.jsonl").write_text(proc.stdout)
+    again = run_py("bench/bench_calibration.py", "--replot", "out.jsonl", "--generators", "grid.json",
+                   "--md", "again.md", "--png", "again.png", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "again.md").read_text() == table

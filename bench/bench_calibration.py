@@ -67,7 +67,7 @@ DEFAULT_CONDITIONS = ("real,blur:0.5,blur:0.6,blur:0.75,blur:1,noise:0.01,noise:
                       "classes:8,classes:6,distinct:100,distinct:30,distinct:10,distinct:3,uniform:50,gaussian:50,"
                       "uniform:50+blur:0.5,gaussian:50+blur:0.5,uniform:50+noise:0.02,gaussian:50+noise:0.02")
 METRICS = ("FID", "IS_mean", "precision", "recall", "density", "coverage")
-STAR_COLOURS = ("gold", "cyan", "magenta", "lime", "white")  # generators: apart from the conditions' tab10
+STAR_COLOURS = ("gold", "white", "lime", "black")  # generators: apart from the conditions' tab10
 
 
 POOL_KINDS = ("classes", "distinct") + tuple(DENSITY_MEASURES)

@@ -18,14 +18,15 @@ it is one count for all). Conditions (NAME:VALUE):
     noise:S       additive Gaussian noise of std S (pixels in [-1, 1]), clamped: fidelity lost evenly
     classes:K     images of K classes only, which K drawn per draw: whole modes missing
     distinct:N    N different images per class, each repeated to fill its class's share (the classes
-                  equally): a generator collapsed inside each class. Exact copies make a sample's k-NN
+                  equally; from a set too, as gaussian:50+distinct:30): a generator collapsed inside each
+                  class. Exact copies make a sample's k-NN
                   radius 0 once it repeats more than k times, so recall falls to 0 there; coverage,
                   whose balls are the real images', reads such a set as it should
     gaussian:R    the images instance selection keeps at retention ratio R with that density measure
                   (also uniform:R, ppca:R, nn_dist:R), embedded with the preset's --embedding: the grid
                   summaries' training-set rows
-    A+B           a choice of images and a degradation together, e.g. gaussian:50+blur:0.5 (the kept
-                  half, blurred): do the metrics' penalties for the two add up?
+    A+B           a set, repeats and a degradation together (at most one of each), e.g. gaussian:50+blur:0.5
+                  (the kept half, blurred): do the metrics' penalties add up?
 
 Draw d uses seed d + 1 for the images, the classes and the noise, so a condition's spread over draws
 is the sampling noise of its numbers. One JSON line per condition and draw and one per condition with
@@ -65,20 +66,23 @@ from density_estimators import DENSITY_MEASURES  # noqa: E402
 
 DEFAULT_CONDITIONS = ("real,blur:0.5,blur:0.6,blur:0.75,blur:1,noise:0.01,noise:0.02,noise:0.05,noise:0.1,classes:9,"
                       "classes:8,classes:6,distinct:100,distinct:30,distinct:10,distinct:3,uniform:50,gaussian:50,"
-                      "uniform:50+blur:0.5,gaussian:50+blur:0.5,uniform:50+noise:0.02,gaussian:50+noise:0.02")
+                      "uniform:50+blur:0.5,gaussian:50+blur:0.5,uniform:50+noise:0.02,gaussian:50+noise:0.02,"
+                      "uniform:50+distinct:30,gaussian:50+distinct:30")
 METRICS = ("FID", "IS_mean", "precision", "recall", "density", "coverage")
 STAR_COLOURS = ("gold", "white", "lime", "black")  # generators: apart from the conditions' tab10
 
 
-POOL_KINDS = ("classes", "distinct") + tuple(DENSITY_MEASURES)
+SET_KINDS = ("classes",) + tuple(DENSITY_MEASURES)
 TRANSFORM_KINDS = ("blur", "noise")
 
 
 class Condition(NamedTuple):
-    """A condition: which images (`pool`: a kind and its value, None for every image) and what is
-    done to their pixels (`transform`, None for nothing)."""
+    """A condition: which images (`pool`: a kind of set and its value, None for every image), how many
+    distinct ones a class, repeated (`distinct`, 0 for all drawn apart) and what is done to their
+    pixels (`transform`, None for nothing)."""
     name: str
     pool: tuple[str, float] | None
+    distinct: int
     transform: tuple[str, float] | None
 
 
@@ -88,9 +92,10 @@ def _part(text: str, whole: str) -> tuple[str, float]:
         number = float(value) if value else math.nan
     except ValueError:
         number = math.nan
-    if kind not in POOL_KINDS + TRANSFORM_KINDS or not number >= 0:
-        raise utils.UserError(f"condition {whole!r}: use real, or kinds of {', '.join(POOL_KINDS + TRANSFORM_KINDS)} "
-                              f"with a value >= 0 (e.g. blur:1, or gaussian:50+blur:0.5 for both; see python "
+    kinds = SET_KINDS + ("distinct",) + TRANSFORM_KINDS
+    if kind not in kinds or not number >= 0:
+        raise utils.UserError(f"condition {whole!r}: use real, or kinds of {', '.join(kinds)} with a value >= 0 "
+                              f"(e.g. blur:1, or gaussian:50+blur:0.5 for both; see python "
                               f"bench/bench_calibration.py --help)")
     if kind in ("classes", "distinct") and (number != int(number) or number < 1):
         raise utils.UserError(f"condition {whole!r}: {kind} takes a whole number >= 1")
@@ -98,18 +103,18 @@ def _part(text: str, whole: str) -> tuple[str, float]:
 
 
 def parse_condition(text: str) -> Condition:
-    """'blur:1.5' -> Condition('blur:1.5', None, ('blur', 1.5)); 'gaussian:50+noise:0.02' has both a
-    pool and a transform; 'real' neither. Raises UserError on anything else."""
+    """'blur:1.5' -> Condition('blur:1.5', None, 0, ('blur', 1.5)); 'gaussian:50+distinct:30+noise:0.02'
+    has a set, repeats and a transform; 'real' none. Raises UserError on anything else."""
     name = text.strip()
     if name == "real":
-        return Condition(name, None, None)
+        return Condition(name, None, 0, None)
     parts = [_part(piece, name) for piece in name.split("+")]
-    pools = [p for p in parts if p[0] in POOL_KINDS]
-    transforms = [p for p in parts if p[0] in TRANSFORM_KINDS]
-    if len(pools) > 1 or len(transforms) > 1:
-        raise utils.UserError(f"condition {name!r}: at most one of {', '.join(POOL_KINDS)} and one of "
-                              f"{', '.join(TRANSFORM_KINDS)}, joined by +")
-    return Condition(name, pools[0] if pools else None, transforms[0] if transforms else None)
+    groups = [[p for p in parts if p[0] in kinds] for kinds in (SET_KINDS, ("distinct",), TRANSFORM_KINDS)]
+    if any(len(group) > 1 for group in groups):
+        raise utils.UserError(f"condition {name!r}: at most one of {', '.join(SET_KINDS)}, one distinct and one "
+                              f"of {', '.join(TRANSFORM_KINDS)}, joined by +")
+    pool, distinct, transform = (group[0] if group else None for group in groups)
+    return Condition(name, pool, int(distinct[1]) if distinct else 0, transform)
 
 
 def blur(sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -170,14 +175,15 @@ class Calibration:
 
     def indices(self, condition: Condition, seed: int, count: int) -> np.ndarray:
         """The `count` images a condition scores in draw `seed`."""
-        if condition.pool and condition.pool[0] == "distinct":
-            free = real_image_metrics.outside_manifold(self.config, self.everything)
-            return repeated_per_class(free, self.labels, int(condition.pool[1]), count, seed)
-        return real_image_metrics.draw_outside_manifold(self.config, self.pool(condition, seed), count, seed)
+        pool = self.pool(condition, seed)
+        if condition.distinct:
+            free = real_image_metrics.outside_manifold(self.config, pool)
+            return repeated_per_class(free, self.labels, condition.distinct, count, seed)
+        return real_image_metrics.draw_outside_manifold(self.config, pool, count, seed)
 
     def free_count(self, condition: Condition, seed: int) -> int:
-        """How many of a condition's pool lie outside the manifold (distinct repeats: no limit)."""
-        if condition.pool and condition.pool[0] == "distinct":
+        """How many of a condition's pool lie outside the manifold (repeated images: no limit)."""
+        if condition.distinct:
             return len(self.everything)
         return len(real_image_metrics.outside_manifold(self.config, self.pool(condition, seed)))
 

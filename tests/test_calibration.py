@@ -19,13 +19,14 @@ TINY_EVAL = ("--num_inception_images 24 --num_pr_images 24 --prdc_k 3 --feature_
 
 
 def test_conditions_parse_and_bad_ones_say_what_to_write():
-    assert bc.parse_condition("real") == ("real", None, None)
-    assert bc.parse_condition(" blur:1.5 ") == ("blur:1.5", None, ("blur", 1.5))
-    assert bc.parse_condition("gaussian:50") == ("gaussian:50", ("gaussian", 50.0), None)
-    assert bc.parse_condition("noise:0.02+gaussian:50") == ("noise:0.02+gaussian:50", ("gaussian", 50.0),
-                                                              ("noise", 0.02))
+    assert bc.parse_condition("real") == ("real", None, 0, None)
+    assert bc.parse_condition(" blur:1.5 ") == ("blur:1.5", None, 0, ("blur", 1.5))
+    assert bc.parse_condition("gaussian:50") == ("gaussian:50", ("gaussian", 50.0), 0, None)
+    assert bc.parse_condition("distinct:30") == ("distinct:30", None, 30, None)
+    assert bc.parse_condition("noise:0.02+distinct:3+gaussian:50") == (
+        "noise:0.02+distinct:3+gaussian:50", ("gaussian", 50.0), 3, ("noise", 0.02))
     for bad in ("real:1", "blur", "blur:x", "blur:-1", "sharpen:2", "classes:2.5", "distinct:0",
-                "blur:1+noise:0.1", "classes:5+gaussian:50", "real+blur:1"):
+                "blur:1+noise:0.1", "classes:5+gaussian:50", "distinct:3+distinct:4", "real+blur:1"):
         with pytest.raises(cli.UserError, match="condition"):
             bc.parse_condition(bad)
 
@@ -67,7 +68,7 @@ def test_a_tiny_calibration_on_real_fashion_mnist(tmp_path, fmnist_root, run_py)
     """Every condition scores the same number of images; blur and repeated images read worse than the
     real images on the metrics they should; each draw is a line and each condition a table row, with
     a grid's generator rows after them; --replot rewrites the table from the JSON lines alone."""
-    conditions = "real,blur:1.5,classes:5,distinct:1,uniform:50,uniform:50+blur:1.5"
+    conditions = "real,blur:1.5,classes:5,distinct:1,uniform:50,uniform:50+blur:1.5,uniform:50+distinct:1"
     metrics = {"FID": 30.0, "IS_mean": 2.5, "precision": 0.8, "recall": 0.4, "density": 0.7, "coverage": 0.6}
     grid = {"cells": [{"labels": ["None", "100", "-", "-"], "n_seeds": 3, "metrics": metrics,
                        "metrics_std": {k: 0.1 for k in metrics}},
@@ -91,6 +92,7 @@ def test_a_tiny_calibration_on_real_fashion_mnist(tmp_path, fmnist_root, run_py)
     assert summary["distinct:1"]["recall_mean"] < real["recall_mean"]  # one image a class, repeated
     assert summary["distinct:1"]["coverage_mean"] < real["coverage_mean"]
     assert summary["uniform:50+blur:1.5"]["FID_mean"] > summary["uniform:50"]["FID_mean"] + 10
+    assert summary["uniform:50+distinct:1"]["coverage_mean"] < summary["uniform:50"]["coverage_mean"]
     table = (tmp_path / "cal" / "calibration.md").read_text()
     assert "24 real images a condition against all 100 training images" in table
     assert all(f"| {c} |" in table for c in conditions.split(","))
@@ -102,3 +104,29 @@ def test_a_tiny_calibration_on_real_fashion_mnist(tmp_path, fmnist_root, run_py)
                    "--md", "again.md", "--png", "again.png", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "again.md").read_text() == table
+
+
+def test_a_set_with_repeats_draws_only_that_sets_images_outside_the_manifold(tmp_path, monkeypatch):
+    """classes:2+distinct:2 repeats two images of each of two classes, never one the manifold holds;
+    every image is the count's limit for a set drawn apart."""
+    import inception_utils
+
+    class Images(list):
+        labels = np.repeat(np.arange(4), 10)  # 4 classes of 10 images
+
+    images = Images((torch.full((1, 2, 2), float(i)), int(i // 10)) for i in range(40))
+    monkeypatch.setattr(bc.datasets, "get_dataset_from_config", lambda config, augment: images)
+    cfg = {"dataset": "FMNIST32_hdf5", "data_root": str(tmp_path), "feature_net": "efficientnet_lite0",
+           "num_pr_images": 8}
+    path = inception_utils.manifold_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    held = np.arange(0, 40, 5)  # two images of every class
+    np.savez(path, indices=held)
+    cal = bc.Calibration(cfg)
+    condition = bc.parse_condition("classes:2+distinct:2")
+    out = cal.indices(condition, seed=4, count=12)
+    classes = set(Images.labels[out])
+    assert len(out) == 12 and len(classes) == 2 and not set(out) & set(held)
+    assert classes == set(Images.labels[cal.pool(condition, seed=4)])  # the draw's own two classes
+    assert all(len(np.unique(out[Images.labels[out] == c])) == 2 for c in classes)
+    assert cal.free_count(bc.parse_condition("classes:2"), seed=4) == 16 and cal.free_count(condition, 4) == 40

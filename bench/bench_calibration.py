@@ -67,7 +67,8 @@ from density_estimators import DENSITY_MEASURES  # noqa: E402
 DEFAULT_CONDITIONS = ("real,blur:0.5,blur:0.6,blur:0.75,blur:1,noise:0.01,noise:0.02,noise:0.05,noise:0.1,classes:9,"
                       "classes:8,classes:6,distinct:100,distinct:30,distinct:10,distinct:3,uniform:50,gaussian:50,"
                       "uniform:50+blur:0.5,gaussian:50+blur:0.5,uniform:50+noise:0.02,gaussian:50+noise:0.02,"
-                      "uniform:50+distinct:30,gaussian:50+distinct:30")
+                      "uniform:50+distinct:30,gaussian:50+distinct:30,uniform:50+distinct:30+blur:0.5,"
+                      "gaussian:50+distinct:30+blur:0.5")
 METRICS = ("FID", "IS_mean", "precision", "recall", "density", "coverage")
 STAR_COLOURS = ("gold", "white", "lime", "black")  # generators: apart from the conditions' tab10
 
@@ -239,7 +240,7 @@ def plot(summaries: list[dict], generators: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 7))
     def kind(condition: str) -> str:
         return condition.rpartition(":")[0] or condition
 
@@ -247,7 +248,9 @@ def plot(summaries: list[dict], generators: list[dict], path: Path) -> None:
     for ax, (x, y) in zip(axes, (("recall", "precision"), ("coverage", "density"))):
         for i, name in enumerate(kinds):
             rows = [s for s in summaries if kind(s["condition"]) == name]
-            style = dict(color="k", marker="s", ms=8) if name == "real" else dict(color=plt.cm.tab10(i % 10), marker="o")
+            # tab10 colours, and after ten kinds another marker, so that no two kinds look alike
+            style = (dict(color="k", marker="s", ms=8) if name == "real"
+                     else dict(color=plt.cm.tab10(i % 10), marker="o^D"[i // 10 % 3]))
             ax.errorbar([r[f"{x}_mean"] for r in rows], [r[f"{y}_mean"] for r in rows],
                         xerr=[r[f"{x}_std"] for r in rows], yerr=[r[f"{y}_std"] for r in rows],
                         label=name, lw=1, capsize=2, **style)
@@ -262,9 +265,10 @@ def plot(summaries: list[dict], generators: list[dict], path: Path) -> None:
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
     fig.suptitle("The metrics on degraded real images (Fashion-MNIST 32 px, efficientnet_lite0 features)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.045 * ((len(labels) + 4) // 5) + 0.01, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -9,9 +9,10 @@ trusted (blur and noise cost fidelity, dropped classes and repeated images cost 
 Every condition scores the same number of real training images, drawn from those outside the P/R/D/C
 manifold (an image the manifold holds is its own nearest neighbour), against the full data's moments
 and manifold through the project's own get_metrics: the preset's feature network, input resolution,
-sample count and k, as the quickstart scores its generators. The count is the fewest any condition's
-pool holds outside the manifold, at most --num_inception_images (a smaller count biases FID upwards, so
-it is one count for all). Conditions (NAME:VALUE):
+sample count and k, as the quickstart scores its generators. The count is the fewest any listed
+condition's pool holds outside the manifold, at most --num_inception_images (a smaller count biases FID
+upwards, so it is one count for all); --num_images fixes it, so that runs of other condition lists
+compare. Conditions (NAME:VALUE):
 
     real          real images as they are: the real-vs-real floor
     blur:S        Gaussian blur of std S pixels (kernel 2*ceil(3S)+1, reflected edges): fidelity lost evenly
@@ -283,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--extra", default="", help="train.py flags appended to the preset's, e.g. --num_pr_images 500")
     p.add_argument("--conditions", default=DEFAULT_CONDITIONS, help="comma-separated (default: %(default)s)")
     p.add_argument("--draws", type=int, default=3, help="draws per condition (default: %(default)s)")
+    p.add_argument("--num_images", type=int, default=0,
+                   help="images a condition (0: the fewest any listed condition has outside the manifold, at most "
+                        "--num_inception_images; set it to compare runs of other condition lists)")
     p.add_argument("--max_images", type=int, default=3000, help="Fashion-MNIST training images (default: %(default)s)")
     p.add_argument("--data_root", default="", help="prepared data (default: OUT/data, made when missing)")
     p.add_argument("--out", default="results/calibration", help="data and table (default: %(default)s)")
@@ -293,8 +297,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="only write --md and --png from an earlier run's stdout (with --generators, if given)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
     args = p.parse_args(argv)
-    if args.draws < 1 or args.threads < 1:
-        raise utils.UserError("--draws and --threads must be >= 1")
+    if args.draws < 1 or args.threads < 1 or args.num_images < 0:
+        raise utils.UserError("--draws and --threads must be >= 1, --num_images >= 0")
     conditions = [parse_condition(c) for c in args.conditions.split(",") if c.strip()]
     generators = grid_rows(args.generators) if args.generators else []
     out = Path(args.out).resolve()
@@ -311,7 +315,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     cal = Calibration(config)
     seeds = range(1, args.draws + 1)
-    count = min([config["num_inception_images"]] + [cal.free_count(c, s) for c in conditions for s in seeds])
+    fewest = min([config["num_inception_images"]] + [cal.free_count(c, s) for c in conditions for s in seeds])
+    count = args.num_images or fewest
+    if count > fewest:
+        raise utils.UserError(f"--num_images {count}: some condition has only {fewest} images outside the "
+                              f"manifold (or --num_inception_images is {config['num_inception_images']}); use "
+                              f"at most {fewest}")
     if count <= config["prdc_k"]:
         raise utils.UserError(f"only {count} images of some condition lie outside the manifold; use more "
                               f"--max_images or drop that condition")

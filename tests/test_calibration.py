@@ -104,6 +104,15 @@ def test_a_tiny_calibration_on_real_fashion_mnist(tmp_path, fmnist_root, run_py)
                    "--md", "again.md", "--png", "again.png", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "again.md").read_text() == table
+    fixed = run_py("bench/bench_calibration.py", "--max_images", "100", "--out", "cal", "--extra", TINY_EVAL,
+                   "--conditions", "real", "--draws", "1", "--threads", "1", "--num_images", "20",
+                   env={"FMNIST_ROOT": str(fmnist_root)}, cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert {json.loads(line)["num_images"] for line in fixed.stdout.splitlines() if line.startswith("{")} == {20}
+    too_many = run_py("bench/bench_calibration.py", "--max_images", "100", "--out", "cal", "--extra", TINY_EVAL,
+                      "--conditions", "real,uniform:50", "--num_images", "30", cwd=tmp_path,
+                      env={"FMNIST_ROOT": str(fmnist_root)})
+    assert too_many.returncode == 2 and "--num_images 30: some condition has only 24 images" in too_many.stderr
 
 
 def test_a_set_with_repeats_draws_only_that_sets_images_outside_the_manifold(tmp_path, monkeypatch):

@@ -234,6 +234,13 @@ def markdown(summaries: list[dict], generators: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kind_and_level(condition: str) -> tuple[str, str]:
+    """'gaussian:50+blur:0.5' -> ('gaussian:50+blur', '0.5'): the line a condition is a point of in the
+    picture, and its label there; 'real' -> ('real', '')."""
+    kind, _, level = condition.rpartition(":")
+    return (kind, level) if kind else (condition, "")
+
+
 def plot(summaries: list[dict], generators: list[dict], path: Path) -> None:
     """Precision against recall and density against coverage: one line per kind of condition through
     its levels (labelled with the last value: 'gaussian:50+blur:0.5' is a level of 'gaussian:50+blur'),
@@ -242,13 +249,10 @@ def plot(summaries: list[dict], generators: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(13, 7))
-    def kind(condition: str) -> str:
-        return condition.rpartition(":")[0] or condition
-
-    kinds = list(dict.fromkeys(kind(s["condition"]) for s in summaries))
+    kinds = list(dict.fromkeys(kind_and_level(s["condition"])[0] for s in summaries))
     for ax, (x, y) in zip(axes, (("recall", "precision"), ("coverage", "density"))):
         for i, name in enumerate(kinds):
-            rows = [s for s in summaries if kind(s["condition"]) == name]
+            rows = [s for s in summaries if kind_and_level(s["condition"])[0] == name]
             # tab10 colours, and after ten kinds another marker, so that no two kinds look alike
             style = (dict(color="k", marker="s", ms=8) if name == "real"
                      else dict(color=plt.cm.tab10(i % 10), marker="o^D"[i // 10 % 3]))
@@ -257,7 +261,7 @@ def plot(summaries: list[dict], generators: list[dict], path: Path) -> None:
                         label=name, lw=1, capsize=2, **style)
             for r in rows:
                 if name != "real":
-                    ax.annotate(r["condition"].rpartition(":")[2], (r[f"{x}_mean"], r[f"{y}_mean"]), fontsize=7,
+                    ax.annotate(kind_and_level(r["condition"])[1], (r[f"{x}_mean"], r[f"{y}_mean"]), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")
         for j, g in enumerate(generators):
             ax.errorbar(g[f"{x}_mean"], g[f"{y}_mean"], xerr=g[f"{x}_std"], yerr=g[f"{y}_std"], marker="*", ms=15,
@@ -302,12 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     conditions = [parse_condition(c) for c in args.conditions.split(",") if c.strip()]
     generators = grid_rows(args.generators) if args.generators else []
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     md = Path(args.md) if args.md else out / "calibration.md"
     png = Path(args.png) if args.png else out / "calibration.png"
     if args.replot:
         lines = [json.loads(line) for line in Path(args.replot).read_text().splitlines() if line.startswith("{")]
         return write_outputs([r for r in lines if r["name"] == "calibration_summary"], generators, md, png)
+    out.mkdir(parents=True, exist_ok=True)
     data_root = str(Path(args.data_root).resolve()) if args.data_root else str(out / "data")
     flags = bench_convergence.recipe_flags(args.preset, args.extra) + ["--data_root", data_root, "--device", "cpu"]
     config = vars(utils.prepare_parser().parse_args(flags))

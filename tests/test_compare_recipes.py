@@ -127,3 +127,20 @@ def test_reproduces_the_g_without_spectral_norm_table(capsys):
     assert round(statistics.mean(nosn["values"]["recall"]), 3) == .501
     assert round(statistics.mean(sn["values"]["recall"]), 3) == .397
     assert compare_recipes.p_text(compare_recipes.welch_p(sn["values"]["recall"], nosn["values"]["recall"])) == ".011"
+
+
+def test_reproduces_the_beta2_table_at_ten_minutes(capsys):
+    """The committed JSON lines give RECIPE_EXPERIMENTS' beta2 .99 table: the same place at 10 minutes,
+    ahead in recall at 2400 iterations."""
+    files = [str(RUNS / f"fmnist32_cpu_bs32_sd16_mbstd4_ch8_compile_GnoSN{variant}_10min_seeds012_epyc_slower_host_2threads.jsonl")
+             for variant in ("", "_beta2_099")]
+
+    def compared(key: str, digits: int, *at: str) -> tuple[float, float, str]:
+        """Both rows' means of `key` and the Welch p of the difference, read at `at`."""
+        recipe, beta2 = rows_of(capsys, *files, *at)
+        assert recipe["seeds"] == beta2["seeds"] == [0, 1, 2]
+        p = compare_recipes.p_text(compare_recipes.welch_p(recipe["values"][key], beta2["values"][key]))
+        return round(statistics.mean(recipe["values"][key]), digits), round(statistics.mean(beta2["values"][key]), digits), p
+
+    assert compared("FID", 1, "--seconds", "600") == (24.5, 24.9, ".61")
+    assert compared("recall", 3, "--at_itr", "2400") == (.351, .403, ".039")

@@ -249,10 +249,11 @@ def plot(summaries: list[dict], generators: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(13, 7))
-    kinds = list(dict.fromkeys(kind_and_level(s["condition"])[0] for s in summaries))
+    by_kind: dict[str, list[dict]] = {}  # the conditions' order, each kind's rows grouped once
+    for s in summaries:
+        by_kind.setdefault(kind_and_level(s["condition"])[0], []).append(s)
     for ax, (x, y) in zip(axes, (("recall", "precision"), ("coverage", "density"))):
-        for i, name in enumerate(kinds):
-            rows = [s for s in summaries if kind_and_level(s["condition"])[0] == name]
+        for i, (name, rows) in enumerate(by_kind.items()):
             # tab10 colours, and after ten kinds another marker, so that no two kinds look alike
             style = (dict(color="k", marker="s", ms=8) if name == "real"
                      else dict(color=plt.cm.tab10(i % 10), marker="o^D"[i // 10 % 3]))

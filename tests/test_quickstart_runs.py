@@ -25,19 +25,20 @@ def test_half_cost_step_brings_the_effect_no_sooner_than_the_default():
     # Training time of a row (its three runs): the cheap grid's 3600 iterations cost about the default's 1800.
     assert 1.0 < cheap["none"]["train_seconds"] / default["none"]["train_seconds"] < 1.2
 
-    def verdict(grid: dict, key: str, base: str = "none", other: str = "gaussian_50") -> tuple[str, float]:
-        word, test = grid_report.compare(grid[base], grid[other], key, "↓" if key == "FID" else "↑")
+    arrows = {key: arrow for _, key, _, arrow in grid_report.METRICS}
+
+    def compared(base: dict, other: dict, key: str) -> tuple[str, float]:
+        """grid_report's verdict on `other` against `base` for `key`, and its p to three places."""
+        word, test = grid_report.compare(base, other, key, arrows[key])
         return word, round(test.p, 3)
 
-    assert verdict(default, "density") == ("better", 0.028)
-    assert verdict(cheap, "density") == ("better", 0.010)
-    assert verdict(default, "precision") == ("within noise", 0.089)
-    assert verdict(cheap, "precision") == ("within noise", 0.14)
+    assert compared(default["none"], default["gaussian_50"], "density") == ("better", 0.028)
+    assert compared(cheap["none"], cheap["gaussian_50"], "density") == ("better", 0.010)
+    assert compared(default["none"], default["gaussian_50"], "precision") == ("within noise", 0.089)
+    assert compared(cheap["none"], cheap["gaussian_50"], "precision") == ("within noise", 0.14)
     for key, p in (("FID", 0.386), ("precision", 0.114), ("recall", 0.326)):
-        word, test = grid_report.compare(default["none"], cheap["none"], key, "↓" if key == "FID" else "↑")
-        assert (word, round(test.p, 3)) == ("within noise", p)
-    word, test = grid_report.compare(default["uniform_50"], cheap["uniform_50"], "recall", "↑")
-    assert (word, round(test.p, 3)) == ("worse", 0.004)
+        assert compared(default["none"], cheap["none"], key) == ("within noise", p)
+    assert compared(default["uniform_50"], cheap["uniform_50"], "recall") == ("worse", 0.004)
     loss = {name: 1 - g["gaussian_50"]["metrics"]["recall"] / g["none"]["metrics"]["recall"]
             for name, g in (("default", default), ("cheap", cheap))}
     assert (round(loss["default"], 2), round(loss["cheap"], 2)) == (0.49, 0.74)

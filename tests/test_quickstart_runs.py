@@ -15,6 +15,13 @@ def cells(name: str) -> dict[str, dict]:
     return {c["cell"]: c for c in json.loads((RUNS / f"{name}.json").read_text())["cells"]}
 
 
+def compared(base: dict, other: dict, key: str) -> tuple[str, float]:
+    """grid_report's verdict on row `other` against row `base` for metric `key`, and its p to three places."""
+    arrows = {name: arrow for _, name, _, arrow in grid_report.METRICS}
+    word, test = grid_report.compare(base, other, key, arrows[key])
+    return word, round(test.p, 3)
+
+
 def test_half_cost_step_brings_the_effect_no_sooner_than_the_default():
     """G at width 4 with one D step at 3600 iterations (about the training time of the default's 1800):
     the same all-data generators within noise, the same verdicts (density up, precision within noise),
@@ -24,13 +31,6 @@ def test_half_cost_step_brings_the_effect_no_sooner_than_the_default():
     assert {c["n_seeds"] for grid in (default, cheap) for c in grid.values()} == {3}
     # Training time of a row (its three runs): the cheap grid's 3600 iterations cost about the default's 1800.
     assert 1.0 < cheap["none"]["train_seconds"] / default["none"]["train_seconds"] < 1.2
-
-    arrows = {key: arrow for _, key, _, arrow in grid_report.METRICS}
-
-    def compared(base: dict, other: dict, key: str) -> tuple[str, float]:
-        """grid_report's verdict on `other` against `base` for `key`, and its p to three places."""
-        word, test = grid_report.compare(base, other, key, arrows[key])
-        return word, round(test.p, 3)
 
     assert compared(default["none"], default["gaussian_50"], "density") == ("better", 0.028)
     assert compared(cheap["none"], cheap["gaussian_50"], "density") == ("better", 0.010)
@@ -42,3 +42,26 @@ def test_half_cost_step_brings_the_effect_no_sooner_than_the_default():
     loss = {name: 1 - g["gaussian_50"]["metrics"]["recall"] / g["none"]["metrics"]["recall"]
             for name, g in (("default", default), ("cheap", cheap))}
     assert (round(loss["default"], 2), round(loss["cheap"], 2)) == (0.49, 0.74)
+
+
+def test_higher_G_learning_rate_brings_better_generators_but_not_the_effect_sooner():
+    """G lr 2e-3 on the quickstart's grid (1200, then continued to 1800 and 2400 iterations) against the
+    default's grids: better all-data generators at 1200, no fidelity gain from selection there, and the
+    default's verdicts at 1800 and 2400 (density up, precision up but within noise)."""
+    default = {itr: cells(f"mbstd_ch8_bs32_GnoSN_compile_{itr}its_seeds012_avx512bf16{tag}")
+               for itr, tag in ((1200, ""), (1800, ""), (2400, "_fresh_clone"))}
+    fast = {itr: cells(f"mbstd_ch8_bs32_GnoSN_compile_Glr2e-3_{itr}its_seeds012_avx512bf16")
+            for itr in (1200, 1800, 2400)}
+    assert {c["n_seeds"] for grids in (default, fast) for g in grids.values() for c in g.values()} == {3}
+    assert compared(default[1200]["none"], fast[1200]["none"], "coverage") == ("better", 0.029)
+    assert round(fast[1200]["none"]["metrics"]["FID"], 1) == 43.0
+    assert round(default[1200]["none"]["metrics"]["FID"], 1) == 52.7
+    assert compared(fast[1200]["none"], fast[1200]["gaussian_50"], "precision") == ("within noise", 0.993)
+    assert compared(fast[1200]["none"], fast[1200]["gaussian_50"], "density") == ("within noise", 0.491)
+    for itr, p_density, p_precision in ((1800, 0.04, 0.054), (2400, 0.003, 0.055)):
+        assert compared(fast[itr]["none"], fast[itr]["gaussian_50"], "density") == ("better", p_density)
+        assert compared(fast[itr]["none"], fast[itr]["gaussian_50"], "precision") == ("within noise", p_precision)
+    assert compared(default[2400]["none"], default[2400]["gaussian_50"], "precision") == ("better", 0.048)
+    penalty = {name: g[2400]["gaussian_50"]["metrics"]["FID"] / g[2400]["none"]["metrics"]["FID"] - 1
+               for name, g in (("default", default), ("fast", fast))}
+    assert (round(penalty["default"], 2), round(penalty["fast"], 2)) == (0.16, 0.27)

@@ -22,6 +22,11 @@ def compared(base: dict, other: dict, key: str) -> tuple[str, float]:
     return word, round(test.p, 3)
 
 
+def selection_change(grid: dict[str, dict], key: str) -> float:
+    """The Gaussian row's relative change of metric `key` against the None row of one grid."""
+    return grid["gaussian_50"]["metrics"][key] / grid["none"]["metrics"][key] - 1
+
+
 def test_half_cost_step_brings_the_effect_no_sooner_than_the_default():
     """G at width 4 with one D step at 3600 iterations (about the training time of the default's 1800):
     the same all-data generators within noise, the same verdicts (density up, precision within noise),
@@ -39,8 +44,7 @@ def test_half_cost_step_brings_the_effect_no_sooner_than_the_default():
     for key, p in (("FID", 0.386), ("precision", 0.114), ("recall", 0.326)):
         assert compared(default["none"], cheap["none"], key) == ("within noise", p)
     assert compared(default["uniform_50"], cheap["uniform_50"], "recall") == ("worse", 0.004)
-    loss = {name: 1 - g["gaussian_50"]["metrics"]["recall"] / g["none"]["metrics"]["recall"]
-            for name, g in (("default", default), ("cheap", cheap))}
+    loss = {name: -selection_change(g, "recall") for name, g in (("default", default), ("cheap", cheap))}
     assert (round(loss["default"], 2), round(loss["cheap"], 2)) == (0.49, 0.74)
 
 
@@ -62,6 +66,5 @@ def test_higher_G_learning_rate_brings_better_generators_but_not_the_effect_soon
         assert compared(fast[itr]["none"], fast[itr]["gaussian_50"], "density") == ("better", p_density)
         assert compared(fast[itr]["none"], fast[itr]["gaussian_50"], "precision") == ("within noise", p_precision)
     assert compared(default[2400]["none"], default[2400]["gaussian_50"], "precision") == ("better", 0.048)
-    penalty = {name: g[2400]["gaussian_50"]["metrics"]["FID"] / g[2400]["none"]["metrics"]["FID"] - 1
-               for name, g in (("default", default), ("fast", fast))}
+    penalty = {name: selection_change(g[2400], "FID") for name, g in (("default", default), ("fast", fast))}
     assert (round(penalty["default"], 2), round(penalty["fast"], 2)) == (0.16, 0.27)

@@ -4,6 +4,9 @@ Every figure is computed against the ORIGINAL training distribution (never the i
 selected subset): `calculate_inception_moments.py` stores mu/sigma of all the training data,
 `prepare_manifold.py` a seeded random 10k subset of its features, and
 `prepare_inception_metrics(config)` returns the function the training loop and sample.py call.
+With `--save_features` the moments pass also keeps every image's features and logits
+(`saved_features.py`), which the manifold, a grid's training-set rows and instance selection with the
+same network then read instead of running it over the same images again.
 
 Numerics (why they can be trusted):
 * FID: statistics in float64; tr(sqrt(sigma1 sigma2)) from the eigenvalues of the symmetric
@@ -29,11 +32,11 @@ import scipy.special
 import torch
 
 import backbones
-import datasets
 import distributed
 import feature_extraction
 import io_utils
 import metric_specs
+import saved_features
 
 # name -> (backbone, whether its FID is the standard one people compare with)
 FEATURE_NETS: dict[str, dict[str, Any]] = {
@@ -280,27 +283,16 @@ def compute_prdc(real_features, fake_features, nearest_k: int = 5, block_size: i
 
 
 # --------------------------------------------------------------------------- files
-def _file_tag(feature_net: str) -> str:
-    # BigGAN-PyTorch's file names for the default network; the network's name otherwise.
-    return "inception" if feature_net == "inception_v3" else feature_net
-
-
-def _metrics_folder(config: dict) -> Path:
-    return datasets.derived_folder(config["dataset"], config.get("data_root") or ".")
-
-
 def moments_path(config: dict) -> Path:
     """`<derived folder>/<dataset>_inception_moments.npz` (`_<feature_net>_` for other networks);
     the derived folder is data_root, or `<data_root>.derived` for an image folder or HDF5 file
     (datasets.derived_folder)."""
-    stem = config["dataset"].removesuffix("_hdf5")
-    return _metrics_folder(config) / f"{stem}_{_file_tag(config['feature_net'])}_moments.npz"
+    return saved_features.reference_path(config, "moments")
 
 
 def manifold_path(config: dict) -> Path:
     """`<derived folder>/<dataset>_inception_activations.npz` (as moments_path)."""
-    stem = config["dataset"].removesuffix("_hdf5")
-    return _metrics_folder(config) / f"{stem}_{_file_tag(config['feature_net'])}_activations.npz"
+    return saved_features.reference_path(config, "activations")
 
 
 def _meta_arrays(meta: dict) -> dict[str, np.ndarray]:
@@ -323,15 +315,19 @@ def _check_meta(path: Path, data, meta: dict, script: str) -> None:
                          f"--feature_net {meta['feature_net']} or use --feature_net {found['feature_net']}")
 
 
-def compute_moments(dataset, net: backbones.FeatureNet, batch_size: int = 128, num_workers: int = 4,
-                    indices=None, progress: bool = True) -> dict[str, np.ndarray]:
-    """mu, sigma (float64) and the Inception Score of `dataset` (all of it, or `indices`)."""
-    pool, logits = feature_extraction.extract_features(net, dataset, batch_size, num_workers, indices,
-                                              progress, desc="moments")
+def moments_of(pool: np.ndarray, logits: Optional[np.ndarray]) -> dict[str, np.ndarray]:
+    """mu, sigma (float64) and the Inception Score of images with these features and logits."""
     mu, sigma = activation_statistics(pool)
     is_mean, is_std = calculate_inception_score(logits) if logits is not None else (np.nan, np.nan)
     return {"mu": mu, "sigma": sigma, "is_mean": np.float64(is_mean), "is_std": np.float64(is_std),
             "num_images": np.int64(len(pool))}
+
+
+def compute_moments(dataset, net: backbones.FeatureNet, batch_size: int = 128, num_workers: int = 4,
+                    indices=None, progress: bool = True) -> dict[str, np.ndarray]:
+    """mu, sigma (float64) and the Inception Score of `dataset` (all of it, or `indices`)."""
+    return moments_of(*feature_extraction.extract_features(net, dataset, batch_size, num_workers, indices,
+                                                           progress, desc="moments"))
 
 
 def save_moments(path: str | Path, moments: dict, net: backbones.FeatureNet, dataset_name: str) -> None:
@@ -413,13 +409,16 @@ REFERENCE_PASS_FLAGS = frozenset({"dataset", "data_root", "resolution", "load_in
                                   "device", "pbar", "num_pr_images", "seed"})
 
 
-def reference_pass_setup(argv: list[str] | None, description: str = "") -> tuple[dict, Any, backbones.FeatureNet]:
+def reference_pass_setup(argv: list[str] | None, description: str = "",
+                         add_flags: Callable[[Any], None] | None = None) -> tuple[dict, Any, backbones.FeatureNet]:
     """Parse the flags of calculate_inception_moments.py / prepare_manifold.py (whose --help
-    shows `description` and REFERENCE_PASS_FLAGS) and load the (original, unselected) dataset
-    and the feature network they describe."""
+    shows `description`, REFERENCE_PASS_FLAGS and what `add_flags(parser)` adds) and load the
+    (original, unselected) dataset and the feature network they describe."""
     import datasets  # after parsing, so --help stays fast
     import utils
     parser = utils.focus_parser(utils.prepare_parser(), description, REFERENCE_PASS_FLAGS)
+    if add_flags:
+        add_flags(parser)
     config = vars(parser.parse_args(argv))
     device = utils.resolve_device(config["device"])
     distributed.init_distributed(device)
@@ -430,8 +429,43 @@ def reference_pass_setup(argv: list[str] | None, description: str = "") -> tuple
 
 
 # --------------------------------------------------------------------------- training hook
+class SampleMetrics:
+    """IS, FID and P/R/D/C of images against the ORIGINAL data's moments and manifold, with one
+    feature network: call it with a sampler (`get_metrics`), or give it features already computed
+    with `net` (`of_features`, e.g. real images read back with `saved_features.load_features`)."""
+
+    def __init__(self, net: backbones.FeatureNet, label: str, moments: Optional[dict[str, np.ndarray]],
+                 real: Optional[np.ndarray], k: int, num_pr: int, device: torch.device | str) -> None:
+        self.net, self.label, self.moments, self.real = net, label, moments, real
+        self.k, self.num_pr, self.device = k, num_pr, device
+        self._real_radii: Optional[np.ndarray] = None  # the real radii never change between evaluations
+
+    def __call__(self, sample_fn: Callable[[], Any], num_images: int, num_splits: int = 10,
+                 prints: bool = True) -> dict[str, float]:
+        """The metrics of `num_images` images drawn from `sample_fn()`."""
+        if prints:
+            distributed.print0(f"Computing metrics with {self.label} on {num_images} samples...")
+        pool, logits = feature_extraction.extract_sample_features(self.net, sample_fn, num_images, progress=prints)
+        return self.of_features(pool, logits, num_splits)
+
+    def of_features(self, pool: np.ndarray, logits: Optional[np.ndarray], num_splits: int = 10) -> dict[str, float]:
+        """The metrics of images whose features (and logits) `self.net` gave, in the order drawn."""
+        out = dict.fromkeys(metric_specs.result_keys(), float("nan"))
+        if logits is not None:
+            out["IS_mean"], out["IS_std"] = calculate_inception_score(logits, num_splits)
+        if self.moments is not None:
+            mu, sigma = activation_statistics(pool)
+            out["FID"] = calculate_frechet_distance(mu, sigma, self.moments["mu"], self.moments["sigma"])
+        if self.real is not None:
+            if self._real_radii is None:
+                self._real_radii = nearest_neighbour_radii(self.real, self.k, device=self.device)
+            out.update(compute_prdc(self.real, pool[:self.num_pr], self.k, device=self.device,
+                                    real_radii=self._real_radii))
+        return out
+
+
 def prepare_inception_metrics(config: dict, device: torch.device | str | None = None,
-                              resolution: int | None = None) -> Callable[..., dict[str, float]]:
+                              resolution: int | None = None) -> SampleMetrics:
     """Load the feature net and the ORIGINAL data's moments/manifold; return `get_metrics`.
 
     `get_metrics(sample_fn, num_images, num_splits=10, prints=True)` draws `num_images`
@@ -447,26 +481,5 @@ def prepare_inception_metrics(config: dict, device: torch.device | str | None = 
     net = load_feature_net(config["feature_net"], config.get("inception_weights", ""), device, resolution)
     moments = None if config.get("no_fid") else load_moments(moments_path(config), net)
     real = None if config.get("no_prdc") else load_manifold(manifold_path(config), net)
-    k = int(config.get("prdc_k", 5))
-    num_pr = int(config.get("num_pr_images", 10000))
-    cached_radii: dict[str, np.ndarray] = {}
-    label = FEATURE_NETS[config["feature_net"]]["label"]
-
-    def get_metrics(sample_fn: Callable[[], Any], num_images: int, num_splits: int = 10,
-                    prints: bool = True) -> dict[str, float]:
-        if prints:
-            distributed.print0(f"Computing metrics with {label} on {num_images} samples...")
-        pool, logits = feature_extraction.extract_sample_features(net, sample_fn, num_images, progress=prints)
-        out = dict.fromkeys(metric_specs.result_keys(), float("nan"))
-        if logits is not None:
-            out["IS_mean"], out["IS_std"] = calculate_inception_score(logits, num_splits)
-        if moments is not None:
-            mu, sigma = activation_statistics(pool)
-            out["FID"] = calculate_frechet_distance(mu, sigma, moments["mu"], moments["sigma"])
-        if real is not None:
-            if "real" not in cached_radii:  # the real radii never change between evaluations
-                cached_radii["real"] = nearest_neighbour_radii(real, k, device=device)
-            out.update(compute_prdc(real, pool[:num_pr], k, device=device, real_radii=cached_radii["real"]))
-        return out
-
-    return get_metrics
+    return SampleMetrics(net, FEATURE_NETS[config["feature_net"]]["label"], moments, real,
+                         int(config.get("prdc_k", 5)), int(config.get("num_pr_images", 10000)), device)

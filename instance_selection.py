@@ -35,6 +35,7 @@ import config as config_flags
 import datasets
 import distributed
 import io_utils
+import saved_features
 from density_estimators import check_measure, measure_settings
 from selection_report import write_report
 from selection_rule import check_retention_ratio, get_keep_indices
@@ -145,8 +146,11 @@ def embedding_preprocessing(embedding: str, embedding_res: int) -> dict[str, Any
 def get_embeddings(dataset: Dataset, embedding: str, fingerprint: str, cache_dir: Path | None,
                    embedding_res: int = 0, embedding_weights: str = "", batch_size: int = 128,
                    num_workers: int = 4, device: torch.device | None = None,
-                   progress: bool = True) -> tuple[np.ndarray, bool]:
-    """Embeddings of every item, from `cache_dir` when a matching cache exists; (array, cache hit)."""
+                   progress: bool = True, features_file: Path | None = None) -> tuple[np.ndarray, bool]:
+    """Embeddings of every item, from `cache_dir` when a matching cache exists, else from
+    `features_file` (calculate_inception_moments.py --save_features) when the moments pass ran the
+    same network on the same input and data (then no cache is written: that file is one);
+    (array, whether it was read rather than computed)."""
     meta = {"kind": "embeddings", "version": SELECTION_VERSION, "n": len(dataset),
             "fingerprint": fingerprint, "embedding": embedding, "embedding_res": int(embedding_res),
             "embedding_weights": _weights_id(embedding_weights),
@@ -158,10 +162,17 @@ def get_embeddings(dataset: Dataset, embedding: str, fingerprint: str, cache_dir
         if cached is not None:
             return cached["embeddings"], True
     import embeddings as embedding_nets  # torchvision models are only imported when needed
-    emb = embedding_nets.compute_embeddings(dataset, embedding, batch_size=batch_size,
-                                            num_workers=num_workers, resolution=int(embedding_res),
-                                            weights_path=embedding_weights, device=device,
-                                            progress=progress)
+    import feature_extraction
+    net = embedding_nets.load_embedding(embedding, embedding_weights, device or _default_device(),
+                                        int(embedding_res)).net
+    if features_file is not None:
+        shared = saved_features.load_features(features_file, net, len(dataset), fingerprint)
+        if shared is not None:
+            distributed.print0(f"embeddings ({embedding}) read from {features_file}: the moments pass ran "
+                               f"the same network on the same images")
+            return shared[0], True
+    emb, _ = feature_extraction.extract_features(net, dataset, batch_size, num_workers, progress=progress,
+                                                 desc=f"embedding ({embedding})")
     emb = np.asarray(emb, dtype=np.float32)
     if emb.ndim != 2 or len(emb) != len(dataset):
         raise ValueError(f"embedding {embedding!r} returned shape {emb.shape} for {len(dataset)} images")
@@ -225,14 +236,16 @@ class Selection:
 
 def run_selection(dataset: Dataset, selection: Selection, indices_filepath: str | os.PathLike | None = None,
                   cache_dir: str | os.PathLike | None = None, batch_size: int = 128, num_workers: int = 4,
-                  device: torch.device | None = None, progress: bool = True) -> dict[str, Any]:
+                  device: torch.device | None = None, progress: bool = True,
+                  features_file: str | os.PathLike | None = None) -> dict[str, Any]:
     """Apply `selection` to `dataset`, through the caches; returns a dict with 'indices' (sorted),
     'scores' (float64, every item), 'labels' (None when unlabelled), 'meta', 'path' (the
     selection cache or None), 'cached', 'embeddings_cached' and 'time_s'.
 
     The selection is cached at `indices_filepath`, else in `cache_dir` under `selection.filename()`,
-    and the embeddings in `cache_dir` (default: the selection's folder). Every rank computes the
-    same result; only rank 0 writes.
+    and the embeddings in `cache_dir` (default: the selection's folder); `features_file`: the moments
+    pass's features of every image, used as the embeddings when they match (`get_embeddings`). Every
+    rank computes the same result; only rank 0 writes.
     """
     t0 = time.perf_counter()
     labels = dataset_labels(dataset, progress=progress)
@@ -261,7 +274,8 @@ def run_selection(dataset: Dataset, selection: Selection, indices_filepath: str 
             t1 = time.perf_counter()
             emb, result["embeddings_cached"] = get_embeddings(
                 dataset, selection.embedding, fingerprint, None if cache_dir is None else Path(cache_dir),
-                selection.embedding_res, selection.embedding_weights, batch_size, num_workers, device, progress)
+                selection.embedding_res, selection.embedding_weights, batch_size, num_workers, device, progress,
+                None if features_file is None else Path(features_file))
             result["time_s"]["embedding"] = time.perf_counter() - t1
         t1 = time.perf_counter()
         pools = np.zeros(len(dataset), np.int64) if labels is None else labels  # unlabelled: one pool
@@ -320,6 +334,13 @@ def selection_cache_path(config: dict[str, Any], selection: Selection, first_n: 
     return default_cache_dir(config) / selection.filename(prefix=prefix)
 
 
+def shared_features_path(config: dict[str, Any], selection: Selection) -> Path:
+    """Where the moments pass keeps every image's features with the selection's embedding network
+    (calculate_inception_moments.py --save_features): read instead of embedding the images again."""
+    from embeddings import EMBEDDINGS
+    return saved_features.features_path(config, EMBEDDINGS[selection.embedding].backbone)
+
+
 def select_from_config(dataset: Dataset, config: dict[str, Any]) -> np.ndarray:
     """Sorted kept indices for the training loader, from the config's selection flags (cached)."""
     selection = Selection.from_config(config)
@@ -329,7 +350,8 @@ def select_from_config(dataset: Dataset, config: dict[str, Any]) -> np.ndarray:
     result = run_selection(dataset, selection, indices_filepath=path, cache_dir=path.parent,
                            batch_size=config.get("selection_batch_size", 128),
                            num_workers=config.get("num_workers", 4),
-                           device=cli.resolve_device(config.get("device", "auto")))
+                           device=cli.resolve_device(config.get("device", "auto")),
+                           features_file=shared_features_path(config, selection))
     return result["indices"]
 
 
@@ -358,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     path = selection_cache_path(config, selection, len(dataset) if len(dataset) < full_n else None)
     result = run_selection(dataset, selection, indices_filepath=path, cache_dir=path.parent,
                            batch_size=config["selection_batch_size"], num_workers=config["num_workers"],
-                           device=device)
+                           device=device, features_file=shared_features_path(config, selection))
     if distributed.is_main_process():
         report_dir = config["report_dir"] or path.parent / f"report_{path.stem}"
         summary = write_report(dataset, result, report_dir, config["report_images"], config["report_classes"],

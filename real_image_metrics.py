@@ -11,13 +11,17 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 import datasets
 import inception_utils
+import saved_features
 from io_utils import atomic_write_json
+
+Features = tuple[np.ndarray, Optional[np.ndarray]]  # every image's pooled features and logits (or None)
 
 
 def manifold_image_indices(config: dict) -> np.ndarray:
@@ -45,9 +49,19 @@ def draw_outside_manifold(config: dict, pool: np.ndarray, num_images: int, seed:
 
 def score_real_images(dataset: datasets.ImageDataset, indices: np.ndarray,
                       get_metrics: Callable[..., dict[str, float]],
-                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      features: Features | None = None) -> dict[str, float]:
     """The metrics of the images `indices` of `dataset` (in that order, repeats allowed), each batch
-    passed through `transform` first (images in [-1, 1]), scored like a generator's samples."""
+    passed through `transform` first (images in [-1, 1]), scored like a generator's samples.
+    `features`: every image's (features, logits) with get_metrics' network (`load_dataset_features`),
+    read instead of running the network (for untransformed images only)."""
+    if features is not None:
+        if transform is not None:
+            raise ValueError("saved features are of the untransformed images; pass features=None with a transform")
+        pool, logits = features
+        rows = np.asarray(indices, np.int64)
+        scores = get_metrics.of_features(pool[rows], None if logits is None else logits[rows])
+        return {k: float(v) for k, v in scores.items()}
     batches = iter(np.array_split(np.asarray(indices), max(1, len(indices) // 100)))
 
     def sample_fn() -> torch.Tensor:
@@ -57,15 +71,27 @@ def score_real_images(dataset: datasets.ImageDataset, indices: np.ndarray,
     return {k: float(v) for k, v in get_metrics(sample_fn, len(indices), prints=False).items()}
 
 
+def load_dataset_features(config: dict, dataset: datasets.ImageDataset, get_metrics: Any) -> Features | None:
+    """Every image's (features, logits) that the moments pass kept (calculate_inception_moments.py
+    --save_features) with get_metrics' network, or None when there is no matching file (or
+    `get_metrics` is not `inception_utils.prepare_inception_metrics`'s)."""
+    if not isinstance(get_metrics, inception_utils.SampleMetrics):
+        return None
+    return saved_features.load_features(saved_features.features_path(config), get_metrics.net, len(dataset),
+                                         dataset.fingerprint())
+
+
 def real_images_metrics(config: dict, pool: np.ndarray | None, num_images: int,
                         get_metrics: Callable[..., dict[str, float]], seed: int = 1,
                         dataset: datasets.ImageDataset | None = None) -> dict[str, float]:
     """The metrics of `num_images` real training images, drawn (seeded) from the indices `pool`
     (None: every image) outside the manifold and scored like a generator's samples against the full
-    data's moments and manifold. `dataset`: the (original) data set when the caller has it loaded."""
+    data's moments and manifold (from the moments pass's saved features when they match).
+    `dataset`: the (original) data set when the caller has it loaded."""
     dataset = dataset if dataset is not None else datasets.get_dataset_from_config(config, augment=False)
     pool = np.arange(len(dataset)) if pool is None else pool
-    return score_real_images(dataset, draw_outside_manifold(config, pool, num_images, seed), get_metrics)
+    return score_real_images(dataset, draw_outside_manifold(config, pool, num_images, seed), get_metrics,
+                             features=load_dataset_features(config, dataset, get_metrics))
 
 
 def training_set_rows(config: dict, pools: dict[str, np.ndarray | None], labels: dict[str, tuple],

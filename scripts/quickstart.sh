@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole idea in one command, on a CPU, from a fresh clone. The recipe is the best 10-minute one
 # (width 8, batch 32, G without spectral norm, compiled; 2400 iterations a run), with which selection
-# resolves precision and density up at three seeds. Wall time from a fresh clone: 36 min measured on a
+# resolves precision and density up at three seeds. Wall time from a fresh clone: 35 min measured on a
 # 2-core EPYC with AVX512-BF16 (bf16), 63 min on a 2-core AVX2-only EPYC, which trains in fp32 (README
 # "What the quickstart shows", "Speed"):
 #   1. set up (.venv + Fashion-MNIST; idempotent, seconds when up to date);
 #   2. prepare Fashion-MNIST at 32 px: the first QS_IMAGES training images as an HDF5 file,
-#      their FID moments and P/R/D/C manifold with the offline efficientnet_lite0 network (224 px);
+#      their FID moments and P/R/D/C manifold with the offline efficientnet_lite0 network (224 px), in
+#      one pass whose features the manifold, the selection and step 5's training-set rows read back;
 #   3. instance selection: keep the densest 50 % of each class (efficientnet_lite0 embedding,
 #      Gaussian likelihood) and write its report (most/least dense images, score histograms),
 #      plus the control: a uniformly random 50 % of each class;

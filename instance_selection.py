@@ -9,8 +9,10 @@ rule itself is `selection_rule.py`):
 
 Embeddings and selections are cached as `.npz` files whose metadata (dataset length and
 fingerprint, embedding, resolution, measure, ratio, k, seed, code version) must match
-exactly, else they are recomputed. As a script it also writes a report (the paper's
-Figure 1 per class, score histograms, a JSON summary; `selection_report.py`):
+exactly, else they are recomputed; where the moments pass kept its features with the same network
+on the same input and data (`saved_features.py`), those are the embeddings. As a script it also
+writes a report (the paper's Figure 1 per class, score histograms, a JSON summary;
+`selection_report.py`):
 
     python instance_selection.py --dataset FMNIST32 --retention_ratio 50 \
         --embedding efficientnet_lite0 --embedding_res 64 --max_images 2000

@@ -93,7 +93,13 @@ def compute_embeddings(dataset: torch.utils.data.Dataset, name: str, batch_size:
     """
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    embedding = load_embedding(name, weights_path, device, resolution)
+    return embed(load_embedding(name, weights_path, device, resolution), dataset, batch_size, num_workers,
+                 indices, progress)
+
+
+def embed(embedding: Embedding, dataset: torch.utils.data.Dataset, batch_size: int = 128, num_workers: int = 4,
+          indices: Optional[Sequence[int]] = None, progress: bool = True) -> np.ndarray:
+    """Embeddings float32 [len(indices or dataset), D] of `dataset` with a loaded `embedding`."""
     features, _ = feature_extraction.extract_features(embedding.net, dataset, batch_size, num_workers,
-                                             indices, progress, desc=f"embedding ({name})")
+                                                      indices, progress, desc=f"embedding ({embedding.name})")
     return features

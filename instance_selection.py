@@ -164,18 +164,15 @@ def get_embeddings(dataset: Dataset, embedding: str, fingerprint: str, cache_dir
         if cached is not None:
             return cached["embeddings"], True
     import embeddings as embedding_nets  # torchvision models are only imported when needed
-    import feature_extraction
-    net = embedding_nets.load_embedding(embedding, embedding_weights, device or _default_device(),
-                                        int(embedding_res)).net
+    embedder = embedding_nets.load_embedding(embedding, embedding_weights, device or _default_device(),
+                                             int(embedding_res))
     if features_file is not None:
-        shared = saved_features.load_features(features_file, net, len(dataset), fingerprint)
+        shared = saved_features.load_features(features_file, embedder.net, len(dataset), fingerprint)
         if shared is not None:
             distributed.print0(f"embeddings ({embedding}) read from {features_file}: the moments pass ran "
                                f"the same network on the same images")
             return shared[0], True
-    emb, _ = feature_extraction.extract_features(net, dataset, batch_size, num_workers, progress=progress,
-                                                 desc=f"embedding ({embedding})")
-    emb = np.asarray(emb, dtype=np.float32)
+    emb = np.asarray(embedding_nets.embed(embedder, dataset, batch_size, num_workers, progress=progress), np.float32)
     if emb.ndim != 2 or len(emb) != len(dataset):
         raise ValueError(f"embedding {embedding!r} returned shape {emb.shape} for {len(dataset)} images")
     if path is not None:

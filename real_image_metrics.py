@@ -83,15 +83,16 @@ def load_dataset_features(config: dict, dataset: datasets.ImageDataset, get_metr
 
 def real_images_metrics(config: dict, pool: np.ndarray | None, num_images: int,
                         get_metrics: Callable[..., dict[str, float]], seed: int = 1,
-                        dataset: datasets.ImageDataset | None = None) -> dict[str, float]:
+                        dataset: datasets.ImageDataset | None = None,
+                        features: Features | None = None) -> dict[str, float]:
     """The metrics of `num_images` real training images, drawn (seeded) from the indices `pool`
     (None: every image) outside the manifold and scored like a generator's samples against the full
-    data's moments and manifold (from the moments pass's saved features when they match).
-    `dataset`: the (original) data set when the caller has it loaded."""
+    data's moments and manifold. `dataset`: the (original) data set when the caller has it loaded;
+    `features`: its saved features (`load_dataset_features`), read instead of running the network."""
     dataset = dataset if dataset is not None else datasets.get_dataset_from_config(config, augment=False)
     pool = np.arange(len(dataset)) if pool is None else pool
     return score_real_images(dataset, draw_outside_manifold(config, pool, num_images, seed), get_metrics,
-                             features=load_dataset_features(config, dataset, get_metrics))
+                             features=features)
 
 
 def training_set_rows(config: dict, pools: dict[str, np.ndarray | None], labels: dict[str, tuple],
@@ -107,16 +108,19 @@ def training_set_rows(config: dict, pools: dict[str, np.ndarray | None], labels:
     if num <= config["prdc_k"]:
         log(f"training sets: only {num} images of some cell's set lie outside the manifold; table left out")
         return []
-    get_metrics, rows = None, []
+    get_metrics, features, rows = None, None, []
     for cell, pool in pools.items():
         path = cache_dir / f"{cell}.training_set.json"
         key = hashlib.sha1(f"{eval_signature} {num} ".encode() + pool.astype(np.int64).tobytes()).hexdigest()
         cached = json.loads(path.read_text()) if path.exists() else {}
         if cached.get("key") != key:
             log(f"training sets: scoring {num} real images of {cell}'s set against the full data")
-            get_metrics = get_metrics or inception_utils.prepare_inception_metrics(config)
+            if get_metrics is None:  # once, for every row still to score
+                get_metrics = inception_utils.prepare_inception_metrics(config)
+                features = load_dataset_features(config, dataset, get_metrics)
             cached = {"cell": cell, "labels": labels[cell], "num_images": num, "set_size": len(pool), "key": key,
-                      "metrics": real_images_metrics(config, pool, num, get_metrics, dataset=dataset)}
+                      "metrics": real_images_metrics(config, pool, num, get_metrics, dataset=dataset,
+                                                     features=features)}
             atomic_write_json(path, cached)
         rows.append(cached)
     return rows

@@ -74,9 +74,10 @@ def load_features(path: str | Path, net, num_images: int, fingerprint: str
         with np.load(path, allow_pickle=False) as data:
             found = {k: str(data[k].item()) for k in wanted if k in data.files}
             wrong = sorted(k for k in wanted if found.get(k) != wanted[k])
-            pool = data["features"] if "features" in data.files else None
-            if not wrong and pool is not None and pool.shape[0] == num_images:
-                return pool, data["logits"] if "logits" in data.files else None
+            if not wrong and "features" in data.files:  # members load on access: only a match reads them
+                pool = data["features"]
+                if pool.shape[0] == num_images:
+                    return pool, data["logits"] if "logits" in data.files else None
     except (OSError, EOFError, ValueError, zipfile.BadZipFile):
         wrong = ["(unreadable)"]
     reason = ", ".join(wrong) if wrong else f"its number of images (not {num_images})"

@@ -106,9 +106,13 @@ def real_vs_real(config: dict, num_images: int) -> dict:
     """Metrics of `num_images` real training images that are not in the manifold (the floor)."""
     import inception_utils
     import real_image_metrics
+    import datasets
     get_metrics = inception_utils.prepare_inception_metrics(config, device="cpu")
+    dataset = datasets.get_dataset_from_config(config, augment=False)
+    features = real_image_metrics.load_dataset_features(config, dataset, get_metrics)
     try:
-        return real_image_metrics.real_images_metrics(config, None, num_images, get_metrics)
+        return real_image_metrics.real_images_metrics(config, None, num_images, get_metrics, dataset=dataset,
+                                                      features=features)
     except ValueError as err:
         raise utils.UserError(f"real-vs-real: {err}") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import config
 import grid_report
 
 RUNS = Path(__file__).resolve().parent.parent / "bench" / "quickstart_runs"
@@ -23,10 +24,9 @@ def compared(base: dict, other: dict, key: str) -> tuple[str, float]:
 
 
 def dataset(cell: dict) -> str:
-    """The data set a committed row trained on: its last --dataset flag (the preset's comes first, and a
-    later one wins, as on train.py's command line)."""
-    flags = cell["flags"]
-    return [value for flag, value in zip(flags, flags[1:]) if flag == "--dataset"][-1]
+    """The data set a committed row trained on, read from its flags by train.py's own parser (the preset's
+    --dataset comes first and the grid's later one wins)."""
+    return config.prepare_parser().parse_args(cell["flags"]).dataset
 
 
 def selection_change(grid: dict[str, dict], key: str) -> float:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole idea in one command, on a CPU, from a fresh clone. The recipe is the best 10-minute one
 # (width 8, batch 32, G without spectral norm, compiled; 2400 iterations a run), with which selection
-# resolves precision and density up at three seeds. Wall time from a fresh clone: 35 min measured on a
-# 2-core EPYC with AVX512-BF16 (bf16), 63 min on a 2-core AVX2-only EPYC, which trains in fp32 (README
-# "What the quickstart shows", "Speed"):
+# resolves density up at three seeds and precision up at three seeds on both EPYCs measured (p .053 on an
+# AMX Xeon; five seeds resolve it there too). Wall time from a fresh clone: 35-36 min measured on a 2-core
+# EPYC with AVX512-BF16 (bf16), 38 min on a 2-core Xeon with AMX (bf16), 63 min on a 2-core AVX2-only
+# EPYC, which trains in fp32 (README "What the quickstart shows", "Speed"):
 #   1. set up (.venv + Fashion-MNIST; idempotent, seconds when up to date);
 #   2. prepare Fashion-MNIST at 32 px: the first QS_IMAGES training images as an HDF5 file,
 #      their FID moments and P/R/D/C manifold with the offline efficientnet_lite0 network (224 px), in

@@ -37,8 +37,9 @@ PRESETS = {
                                 {"quickstart": 2000, "table1": 2000, "figure3": 2000}),
     # The quickstart's: the best 10-minute recipe (bench_convergence.py's fmnist32_cpu_bs32_sd16_mbstd4_ch8_GnoSN,
     # the same flags): width 8, batch 32, G without spectral norm, meant to run with --compile (quickstart.sh
-    # adds it). At 2400 iterations its selection resolves precision and density up at three and five seeds,
-    # where width 12's 2000 resolve precision only; a run costs about width 12's on an AVX2-only CPU (fp32)
+    # adds it). At 2400 iterations its selection resolves density up at three seeds and precision up at three
+    # on both EPYCs measured (p .053 on an AMX Xeon) and at five on every host that ran five, where width 12's
+    # 2000 resolve precision only; a run costs about width 12's on an AVX2-only CPU (fp32)
     # and an estimated ~0.6x on the AVX512-BF16 EPYC, where the step is not compute-bound (README, "What the quickstart shows").
     "fmnist32_cpu_mbstd_ch8_bs32_GnoSN": (_FMNIST32_CPU + _MBSTD + " --G_ch 8 --D_ch 8 --batch_size 32 "
                                           "--G_param none",
